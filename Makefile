@@ -1,0 +1,47 @@
+# ita — set-up, code generation, tests, benchmarks, devnet.
+# Everything a fresh machine needs is installed here into .venv; nothing relies on hand installs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/ita/v1/*.proto)
+GEN_STAMP := proto/ita/v1/.generated
+
+.PHONY: setup proto test test-slow lint typecheck bench devnet clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Generated protobuf/grpc code is not committed: it is regenerated from proto/ita/v1/*.proto
+# whenever a .proto changes (see README "Generated code").
+$(GEN_STAMP): $(STAMP) $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	touch $(GEN_STAMP)
+
+setup: $(STAMP) $(GEN_STAMP)
+
+proto: $(GEN_STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy stf consensus genesis sdk
+
+bench: setup
+	$(BIN)/python bench/stf.py
+
+devnet: setup
+	$(BIN)/ita devnet up --validators 4 --load 20
+
+clean:
+	rm -rf $(VENV) $(GEN_STAMP) proto/ita/v1/*_pb2*.py proto/ita/v1/*_pb2*.pyi

@@ -1,0 +1,43 @@
+"""Additive multiset hash over the state's entries (DESIGN.md principle 10).
+
+Theory of operation
+- Every state entry is a (key, value) pair of canonical bytes. Its element is
+  the 2048-bit integer shake_256(len(key) || key || value), little-endian.
+- The accumulator is the sum of all elements mod 2^2048; the app hash is
+  SHA-256 of the accumulator's 256 bytes. Addition commutes, so the result
+  does not depend on the order entries were added, and changing one entry
+  costs one subtraction (old value) and one addition (new value): O(changes).
+- A snapshot load recomputes the sum from scratch and must land on the same
+  hash, which is how a restored state is verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+ELEMENT_BYTES = 256
+_MASK = (1 << (8 * ELEMENT_BYTES)) - 1
+
+
+def element(key: bytes, value: bytes) -> int:
+    data = len(key).to_bytes(2, "big") + key + value
+    return int.from_bytes(hashlib.shake_256(data).digest(ELEMENT_BYTES), "little")
+
+
+class LtHash:
+    __slots__ = ("acc",)
+
+    def __init__(self, acc: int = 0) -> None:
+        self.acc = acc
+
+    def add(self, key: bytes, value: bytes) -> None:
+        self.acc = (self.acc + element(key, value)) & _MASK
+
+    def remove(self, key: bytes, value: bytes) -> None:
+        self.acc = (self.acc - element(key, value)) & _MASK
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.acc.to_bytes(ELEMENT_BYTES, "little")).digest()
+
+    def copy(self) -> LtHash:
+        return LtHash(self.acc)

@@ -1,0 +1,172 @@
+"""apply_block: one block of signed transactions through the exchange.
+
+Theory of operation
+- `apply_block(state, header, txs)` checks the header against the state
+  (height is the next one, time does not go backwards); a bad header is an
+  `InvalidBlock` error (the whole block is wrong), unlike a bad transaction.
+- Pass 1 decodes every transaction envelope: size, protobuf, signature over
+  (domain tag, chain id, exact body bytes), chain id, non-empty action. A tx
+  that fails here gets its result and changes nothing.
+- Pass 2 runs the good ones in DESIGN.md's order: cancels first, then
+  post-only orders, then everything else, each class in proposer order.
+  For each: nonce check (failure: nothing changes), nonce recorded, then the
+  action (failure: only the nonce was consumed).
+- End of block: one BOOK_LEVEL event per changed price level (sorted), then
+  the app hash folds in every entry touched during the block.
+Results are returned in proposer order, one per transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from proto.ita.v1 import tx_pb2
+from stf.actions import PROCESSORS
+from stf.config import address_of
+from stf.events import BOOK_LEVEL, Event
+from stf.nonces import check_nonce, record_nonce
+from stf.results import Code, Rejected, TxResult, reject
+from stf.signing import signing_message, verify_signature, SignatureError
+from stf.state import State
+
+MAX_TX_BYTES = 64 * 1024
+SignatureCheck = Callable[[bytes, bytes, bytes], None]  # (public key, signature, message); raises
+
+
+class InvalidBlock(Exception):
+    """The block itself is invalid (not one of its transactions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    height: int
+    time_ms: int
+    proposer: bytes = b""
+
+
+@dataclass(slots=True)
+class BlockResult:
+    height: int
+    results: list[TxResult]
+    events: list[Event]
+    app_hash: bytes
+
+
+@dataclass(slots=True)
+class DecodedTx:
+    index: int
+    sender: bytes
+    body: Any  # tx_pb2.TxBody
+    action: str
+    order_class: int
+
+
+def skip_signature_check(public_key: bytes, signature: bytes, message: bytes) -> None:
+    """For replaying blocks whose signatures were already verified (and benchmarks)."""
+
+
+def classify(body: Any, action: str) -> int:
+    """0: cancels, 1: post-only orders, 2: everything else."""
+    if action in ("cancel_order", "cancel_all"):
+        return 0
+    if action == "place_order":
+        return 1 if body.place_order.time_in_force == tx_pb2.TIME_IN_FORCE_POST_ONLY else 2
+    if action == "batch":
+        worst = 0
+        for item in body.batch.items:
+            if item.WhichOneof("item") == "place":
+                worst = max(worst, 1 if item.place.time_in_force == tx_pb2.TIME_IN_FORCE_POST_ONLY else 2)
+        return worst if body.batch.items else 2
+    return 2
+
+
+def decode_tx(index: int, raw: bytes, chain_id: str, check_signature: SignatureCheck) -> DecodedTx | TxResult:
+    if len(raw) > MAX_TX_BYTES:
+        return reject(Code.TX_TOO_LARGE, f"transaction is {len(raw)} bytes; at most {MAX_TX_BYTES}")
+    try:
+        signed = tx_pb2.SignedTx.FromString(raw)
+        body = tx_pb2.TxBody.FromString(signed.body)
+    except DecodeError as exc:
+        return reject(Code.MALFORMED_TX, f"not a SignedTx/TxBody protobuf: {exc}")
+    try:
+        check_signature(signed.public_key, signed.signature, signing_message(body.chain_id, signed.body))
+    except SignatureError as exc:
+        return reject(Code.BAD_SIGNATURE, f"signature rejected: {exc.reason}")
+    if body.chain_id != chain_id:
+        return reject(Code.WRONG_CHAIN_ID, f"transaction is for chain {body.chain_id!r}, this is {chain_id!r}")
+    action = body.WhichOneof("action")
+    if action is None:
+        return reject(Code.EMPTY_ACTION, "transaction carries no action")
+    return DecodedTx(index, address_of(signed.public_key), body, action, classify(body, action))
+
+
+def begin_block(state: State, header: BlockHeader) -> None:
+    if header.height != state.height + 1:
+        raise InvalidBlock(f"block height {header.height} does not follow state height {state.height}")
+    if header.time_ms < state.time_ms:
+        raise InvalidBlock(f"block time {header.time_ms} is before the previous block time {state.time_ms}")
+    state.touch_global()
+    state.height = header.height
+    state.time_ms = header.time_ms
+
+
+def apply_tx(state: State, tx: DecodedTx, events: list[Event]) -> TxResult:
+    account = state.accounts.get(tx.sender)
+    if account is None and tx.action != "faucet":
+        return reject(Code.UNKNOWN_ACCOUNT, "the sending account does not exist (fund it first)")
+    nonce = tx.body.nonce
+    try:
+        check_nonce(state, account, nonce)
+    except Rejected as r:
+        return reject(r.code, r.reason)
+    if account is None:
+        account = state.ensure_account(tx.sender)
+    record_nonce(state, account, nonce)
+    result: TxResult = PROCESSORS[tx.action](state, account, getattr(tx.body, tx.action), tx.index, events)
+    return result
+
+
+def end_block(state: State, events: list[Event]) -> bytes:
+    for market in state.markets:
+        market_id = market.spec.market_id
+        for is_buy, price, total in market.book.drain_touched():
+            events.append((BOOK_LEVEL, market_id, is_buy, price, total))
+    return state.commit_hash()
+
+
+def apply_block(
+    state: State, header: BlockHeader, txs: Sequence[bytes], check_signature: SignatureCheck = verify_signature
+) -> BlockResult:
+    begin_block(state, header)
+    results: list[TxResult | None] = [None] * len(txs)
+    decoded: list[DecodedTx] = []
+    chain_id = state.config.chain_id
+    for index, raw in enumerate(txs):
+        item = decode_tx(index, raw, chain_id, check_signature)
+        if isinstance(item, TxResult):
+            results[index] = item
+        else:
+            decoded.append(item)
+    decoded.sort(key=lambda d: d.order_class)  # stable: proposer order within a class
+    events: list[Event] = []
+    for tx in decoded:
+        results[tx.index] = apply_tx(state, tx, events)
+    app_hash = end_block(state, events)
+    return BlockResult(header.height, [r for r in results if r is not None], events, app_hash)
+
+
+def genesis_state(config: Any) -> State:
+    """The state at height 0: funded accounts from genesis, hash committed."""
+    state = State(config)
+    state.touch_global()
+    for market in state.markets:
+        state.touch_market(market.spec.market_id)
+    for address, collateral in config.accounts:
+        account = state.ensure_account(address)
+        account.collateral += collateral
+    state.commit_hash()
+    return state

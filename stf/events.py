@@ -1,0 +1,77 @@
+"""Block events: what the indexer builds its diffs from.
+
+Events are plain tuples (cheap to make on the hot path) whose first element is
+the event kind; `EVENT_FIELDS` names the remaining fields and `event_to_dict`
+turns one into a JSON-friendly dict. Order within a block is deterministic:
+transaction events in execution order (cancels, then post-only, then the rest,
+each in proposer order), then end-of-block events (book level changes sorted
+by market, side, price).
+
+`tx` is the transaction's index in the block as proposed; addresses are bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Event = tuple[Any, ...]
+
+ORDER_ACCEPTED = 1  # tx, order_id, account, market_id, is_buy, price, size, tif, reduce_only, client_order_id
+ORDER_REJECTED = 2  # tx, account, market_id, code, client_order_id
+ORDER_CANCELLED = 3  # tx, order_id, account, market_id, remaining, reason
+ORDER_FILLED = 4  # tx, order_id, account, market_id  (fully filled, leaves the book)
+TRADE = 5  # tx, market_id, price, size, taker_order, maker_order, taker, maker, taker_is_buy, taker_fee, maker_fee
+BOOK_LEVEL = 6  # market_id, is_buy, price, total_size (0 = level gone)
+TRANSFER = 7  # tx, sender, recipient, amount
+FAUCET = 8  # tx, account, amount
+ORACLE_PRICE = 9  # market_id, price (the new stake-weighted median)
+MARKET_HALT = 10  # tx, market_id, halted
+POSITION = 11  # tx, account, market_id, size, open_notional, realized_pnl
+
+EVENT_NAMES: dict[int, str] = {
+    ORDER_ACCEPTED: "order_accepted",
+    ORDER_REJECTED: "order_rejected",
+    ORDER_CANCELLED: "order_cancelled",
+    ORDER_FILLED: "order_filled",
+    TRADE: "trade",
+    BOOK_LEVEL: "book_level",
+    TRANSFER: "transfer",
+    FAUCET: "faucet",
+    ORACLE_PRICE: "oracle_price",
+    MARKET_HALT: "market_halt",
+    POSITION: "position",
+}
+
+EVENT_FIELDS: dict[int, tuple[str, ...]] = {
+    ORDER_ACCEPTED: (
+        "tx", "order_id", "account", "market_id", "is_buy", "price", "size", "tif", "reduce_only",
+        "client_order_id",
+    ),
+    ORDER_REJECTED: ("tx", "account", "market_id", "code", "client_order_id"),
+    ORDER_CANCELLED: ("tx", "order_id", "account", "market_id", "remaining", "reason"),
+    ORDER_FILLED: ("tx", "order_id", "account", "market_id"),
+    TRADE: (
+        "tx", "market_id", "price", "size", "taker_order_id", "maker_order_id", "taker", "maker",
+        "taker_is_buy", "taker_fee", "maker_fee",
+    ),
+    BOOK_LEVEL: ("market_id", "is_buy", "price", "size"),
+    TRANSFER: ("tx", "sender", "recipient", "amount"),
+    FAUCET: ("tx", "account", "amount"),
+    ORACLE_PRICE: ("market_id", "price"),
+    MARKET_HALT: ("tx", "market_id", "halted"),
+    POSITION: ("tx", "account", "market_id", "size", "open_notional", "realized_pnl"),
+}
+
+# cancellation reasons carried by ORDER_CANCELLED
+CANCEL_USER = "user"
+CANCEL_SELF_TRADE = "self_trade"
+CANCEL_IOC_REMAINDER = "ioc_remainder"
+CANCEL_REDUCE_ONLY = "reduce_only"
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    kind = event[0]
+    out: dict[str, Any] = {"type": EVENT_NAMES[kind]}
+    for name, value in zip(EVENT_FIELDS[kind], event[1:], strict=True):
+        out[name] = "0x" + value.hex() if isinstance(value, bytes) else value
+    return out

@@ -1,0 +1,36 @@
+"""Keys of hashed state entries: a one-byte kind prefix then fixed-width fields."""
+
+from __future__ import annotations
+
+# entry key prefixes (one byte each)
+K_GLOBAL = b"G"
+K_MARKET = b"M"
+K_ORACLE = b"V"
+K_ACCOUNT = b"A"
+K_NONCE = b"N"
+K_ORDER = b"O"
+K_POSITION = b"P"
+
+
+def order_key(order_id: int) -> bytes:
+    return K_ORDER + order_id.to_bytes(8, "big")
+
+
+def account_key(address: bytes) -> bytes:
+    return K_ACCOUNT + address
+
+
+def nonce_key(address: bytes, nonce: int) -> bytes:
+    return K_NONCE + address + nonce.to_bytes(8, "big")
+
+
+def position_key(address: bytes, market_id: int) -> bytes:
+    return K_POSITION + address + market_id.to_bytes(2, "big")
+
+
+def market_key(market_id: int) -> bytes:
+    return K_MARKET + market_id.to_bytes(2, "big")
+
+
+def oracle_key(market_id: int, validator: bytes) -> bytes:
+    return K_ORACLE + market_id.to_bytes(2, "big") + validator

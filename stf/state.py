@@ -1,0 +1,152 @@
+"""The one state object of the exchange and its change tracking.
+
+Theory of operation
+- `State` holds everything the chain agrees on: accounts (collateral, nonces,
+  open orders, positions), markets (spec, book, oracle, halt flag), resting
+  orders by id, the fee pool, the insurance fund and block height/time.
+- Hashed state is a set of *entries* (see stf/codec.py): one per account,
+  kept nonce, resting order, position, market, oracle submission, plus one
+  global entry. Indexes (books, per-account order maps, client-id maps) are
+  derived from those entries and not hashed separately.
+- Before any code mutates an entry it calls one of the `touch_*` methods,
+  which records the entry's encoding as it was at the start of the block
+  (first touch only). At the end of the block `commit_hash` re-encodes each
+  touched entry and updates the LtHash accumulator by (new - old): cost is
+  O(entries touched in the block), independent of the state's size.
+- Mutations happen only after an action has been fully validated, so a
+  rejected action never needs rolling back (stf/results.py).
+"""
+
+from __future__ import annotations
+
+from stf.apphash import LtHash
+from stf.book import Book, Order
+from stf.codec import encode_entry
+from stf.config import ChainConfig, MarketSpec
+from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
+
+MAX_KEPT_NONCES = 100
+
+
+class Position:
+    __slots__ = ("size", "open_notional", "funding_index")
+
+    def __init__(self, size: int = 0, open_notional: int = 0, funding_index: int = 0) -> None:
+        self.size = size  # signed size units: > 0 long, < 0 short
+        self.open_notional = open_notional  # micro-USD cost basis of |size|, >= 0
+        self.funding_index = funding_index  # market funding index at last settlement
+
+
+class Account:
+    __slots__ = ("address", "collateral", "faucet_used", "nonces", "orders", "cloids", "positions")
+
+    def __init__(self, address: bytes, collateral: int = 0) -> None:
+        self.address = address
+        self.collateral = collateral  # micro-USD, realized PnL and fees included
+        self.faucet_used = 0  # micro-USD minted by the faucet so far
+        self.nonces: list[int] = []  # ascending; at most MAX_KEPT_NONCES
+        self.orders: dict[int, Order] = {}  # open orders by id, in placement order
+        self.cloids: dict[str, int] = {}  # client order id -> order id (open orders only)
+        self.positions: dict[int, Position] = {}  # market_id -> non-zero position
+
+
+class MarketState:
+    __slots__ = ("spec", "book", "oracle_price", "halted", "oracle_subs")
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.book = Book(spec.market_id)
+        self.oracle_price = spec.initial_oracle_price
+        self.halted = spec.halted
+        # validator address -> (price, time_ms) of its latest submission
+        self.oracle_subs: dict[bytes, tuple[int, int]] = {}
+
+
+class State:
+    __slots__ = (
+        "config",
+        "height",
+        "time_ms",
+        "next_order_id",
+        "fee_pool",
+        "insurance_fund",
+        "accounts",
+        "markets",
+        "orders",
+        "validator_power",
+        "lthash",
+        "dirty",
+        "app_hash",
+    )
+
+    def __init__(self, config: ChainConfig) -> None:
+        self.config = config
+        self.height = 0
+        self.time_ms = config.genesis_time_ms
+        self.next_order_id = 1
+        self.fee_pool = 0
+        self.insurance_fund = config.insurance_fund
+        self.accounts: dict[bytes, Account] = {}
+        self.markets: list[MarketState] = [MarketState(spec) for spec in config.markets]
+        self.orders: dict[int, Order] = {}  # every resting order by id
+        self.validator_power: dict[bytes, int] = {v.address: v.power for v in config.validators}
+        self.lthash = LtHash()
+        self.dirty: dict[bytes, bytes | None] = {}  # key -> encoding at block start (None: absent)
+        self.app_hash = b""
+
+    # -- accessors ---------------------------------------------------------
+    def get_account(self, address: bytes) -> Account | None:
+        return self.accounts.get(address)
+
+    def get_market(self, symbol: str) -> MarketState | None:
+        spec = self.config.market_by_symbol.get(symbol)
+        return self.markets[spec.market_id] if spec is not None else None
+
+    # -- change tracking ---------------------------------------------------
+    def touch(self, key: bytes) -> None:
+        if key not in self.dirty:
+            self.dirty[key] = encode_entry(self, key)
+
+    def touch_account(self, address: bytes) -> None:
+        self.touch(K_ACCOUNT + address)
+
+    def touch_order(self, order_id: int) -> None:
+        self.touch(K_ORDER + order_id.to_bytes(8, "big"))
+
+    def touch_nonce(self, address: bytes, nonce: int) -> None:
+        self.touch(K_NONCE + address + nonce.to_bytes(8, "big"))
+
+    def touch_position(self, address: bytes, market_id: int) -> None:
+        self.touch(K_POSITION + address + market_id.to_bytes(2, "big"))
+
+    def touch_market(self, market_id: int) -> None:
+        self.touch(K_MARKET + market_id.to_bytes(2, "big"))
+
+    def touch_oracle(self, market_id: int, validator: bytes) -> None:
+        self.touch(K_ORACLE + market_id.to_bytes(2, "big") + validator)
+
+    def touch_global(self) -> None:
+        self.touch(K_GLOBAL)
+
+    def ensure_account(self, address: bytes) -> Account:
+        """The account at `address`, created empty (and touched) if new."""
+        account = self.accounts.get(address)
+        if account is None:
+            self.touch_account(address)
+            account = self.accounts[address] = Account(address)
+        return account
+
+    def commit_hash(self) -> bytes:
+        """Fold this block's touched entries into the accumulator; return the app hash."""
+        lthash = self.lthash
+        for key, old in self.dirty.items():
+            new = encode_entry(self, key)
+            if new == old:
+                continue
+            if old is not None:
+                lthash.remove(key, old)
+            if new is not None:
+                lthash.add(key, new)
+        self.dirty = {}
+        self.app_hash = lthash.digest()
+        return self.app_hash
