@@ -26,11 +26,12 @@ from google.protobuf.message import DecodeError
 
 from proto.ita.v1 import tx_pb2
 from stf.actions import PROCESSORS
-from stf.config import address_of
+from stf.codec import iter_entries
+from stf.config import ChainConfig, address_of
 from stf.events import BOOK_LEVEL, Event
 from stf.nonces import check_nonce, record_nonce
 from stf.results import Code, Rejected, TxResult, reject
-from stf.signing import signing_message, verify_signature, SignatureError
+from stf.signing import SignatureError, signing_message, verify_signature
 from stf.state import State
 
 MAX_TX_BYTES = 64 * 1024
@@ -159,14 +160,17 @@ def apply_block(
     return BlockResult(header.height, [r for r in results if r is not None], events, app_hash)
 
 
-def genesis_state(config: Any) -> State:
-    """The state at height 0: funded accounts from genesis, hash committed."""
+def genesis_state(config: ChainConfig) -> State:
+    """The state at height 0: funded accounts from genesis, an (empty) account for every
+    validator so it can sign oracle and governance transactions, hash computed from scratch."""
     state = State(config)
-    state.touch_global()
-    for market in state.markets:
-        state.touch_market(market.spec.market_id)
+    for validator in config.validators:
+        state.ensure_account(validator.address)
     for address, collateral in config.accounts:
         account = state.ensure_account(address)
         account.collateral += collateral
-    state.commit_hash()
+    state.dirty = {}
+    for key, value in iter_entries(state):
+        state.lthash.add(key, value)
+    state.app_hash = state.lthash.digest()
     return state

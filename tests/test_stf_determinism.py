@@ -1,0 +1,150 @@
+"""Determinism: same blocks -> same app hash across PYTHONHASHSEEDs; stf/ stays free of
+non-deterministic constructs; snapshots restore to the same hash and replay identically."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdk import tx as sdk_tx
+from stf.snapshot import SnapshotError, decode_snapshot, encode_snapshot, full_hash
+from tests.stf_support import USD, Chain, keys, make_config, make_market, order
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNTS = keys(6, b"det")
+VALIDATORS = keys(3, b"detval")
+MARKETS = [make_market(0), make_market(1, "ETH-PERP", initial_oracle_price=30_000, tick_size=1, lot_size=1,
+                                      min_size=1, price_decimals=1, size_decimals=3)]
+
+
+def build_chain() -> Chain:
+    return Chain(make_config(ACCOUNTS, validators=VALIDATORS, markets=MARKETS), verify=False)
+
+
+def random_blocks(chain: Chain, n_blocks: int, seed: int = 7) -> list[list[bytes]]:
+    """Pre-signed blocks of mixed actions (applied by the caller)."""
+    rng = random.Random(seed)
+    blocks: list[list[bytes]] = []
+    next_id = 1
+    for _ in range(n_blocks):
+        txs = []
+        for _ in range(rng.randint(0, 12)):
+            who = rng.choice(ACCOUNTS)
+            roll = rng.random()
+            market, mid, tick = rng.choice([("BTC-PERP", 600_000, 5), ("ETH-PERP", 30_000, 1)])
+            lot = 10 if market == "BTC-PERP" else 1
+            if roll < 0.6:
+                tif = rng.choice(["gtc", "gtc", "ioc", "post_only"])
+                action: sdk_tx.Action = order(rng.choice(["buy", "sell"]), mid + rng.randint(-8, 8) * tick,
+                                              rng.randint(2, 9) * lot, market=market, tif=tif,
+                                              client_order_id=rng.choice(["", "", "x", "y"]))
+                next_id += 1
+            elif roll < 0.8:
+                action = sdk_tx.cancel_order(market, order_id=rng.randint(1, max(1, next_id)))
+            elif roll < 0.85:
+                action = sdk_tx.cancel_all(rng.choice(["", market]))
+            elif roll < 0.9:
+                action = sdk_tx.transfer(rng.choice(ACCOUNTS).address, rng.randint(1, 100) * USD)
+            elif roll < 0.93:
+                action = sdk_tx.faucet(rng.randint(1, 50) * USD)
+            else:
+                who = rng.choice(VALIDATORS)
+                action = sdk_tx.oracle_prices({market: mid + rng.randint(-20, 20) * tick})
+            txs.append(chain.tx(who, action))
+        blocks.append(txs)
+    return blocks
+
+
+def replay_hash(n_blocks: int = 150) -> str:
+    chain = build_chain()
+    for txs in random_blocks(chain, n_blocks):
+        chain.block(txs)
+    return chain.state.app_hash.hex()
+
+
+def test_same_blocks_same_hash_across_hash_seeds() -> None:
+    hashes = []
+    for seed in ("0", "1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = subprocess.run(
+            [sys.executable, "-c", "from tests.test_stf_determinism import replay_hash; print(replay_hash())"],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=300,
+        )
+        hashes.append(out.stdout.strip())
+    assert len(hashes[0]) == 64
+    assert hashes[0] == hashes[1] == hashes[2]
+
+
+FORBIDDEN = [
+    (re.compile(r"\bfloat\b"), "float"),
+    (re.compile(r"\bDecimal\b|^\s*(import|from)\s+decimal\b", re.M), "Decimal"),
+    (re.compile(r"^\s*(import|from)\s+(random|time|datetime|secrets|uuid)\b", re.M), "clock/randomness import"),
+    (re.compile(r"(?<![\w.])hash\("), "hash()"),
+    (re.compile(r"\bset\(|\bfrozenset\(|:\s*set\[|\{\s*[^:{}]+\s*for\s"), "set"),
+    (re.compile(r"\bos\.urandom|\bperf_counter|\bmonotonic\("), "non-deterministic call"),
+]
+
+
+def forbidden_constructs(source: str) -> list[str]:
+    code = re.sub(r'"""[\s\S]*?"""', "", source)  # docstrings may mention the words
+    code = re.sub(r"#.*", "", code)
+    return [name for pattern, name in FORBIDDEN if pattern.search(code)]
+
+
+def test_stf_has_no_nondeterministic_constructs() -> None:
+    offenders = {p.name: forbidden_constructs(p.read_text()) for p in sorted((ROOT / "stf").glob("*.py"))}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    ["x = float(3)", "from decimal import Decimal", "import random", "import time", "h = hash(b'x')",
+     "s = set()", "for k in {a for a in b}: pass"],
+)
+def test_the_grep_catches_each_construct(snippet: str) -> None:
+    assert forbidden_constructs(snippet) != []
+
+
+def test_snapshot_restore_then_replay_equals_straight_replay() -> None:
+    straight = build_chain()
+    blocks = random_blocks(straight, 120)
+    for txs in blocks[:60]:
+        straight.block(txs)
+    snapshot = encode_snapshot(straight.state)
+    restored = decode_snapshot(straight.config, snapshot)
+    assert restored.app_hash == straight.state.app_hash == full_hash(straight.state)
+    assert encode_snapshot(restored) == snapshot  # canonical
+    resumed = Chain(straight.config, verify=False)
+    resumed.state = restored
+    for txs in blocks[60:]:
+        a = straight.block(txs)
+        b = resumed.block(txs)
+        assert [r.to_dict() for r in a.results] == [r.to_dict() for r in b.results]
+        assert a.events == b.events
+        assert a.app_hash == b.app_hash
+
+
+def test_corrupt_snapshots_are_refused() -> None:
+    chain = build_chain()
+    for txs in random_blocks(chain, 30):
+        chain.block(txs)
+    good = encode_snapshot(chain.state)
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x01
+    with pytest.raises(SnapshotError, match="hash mismatch|malformed"):
+        decode_snapshot(chain.config, bytes(flipped))
+    with pytest.raises(SnapshotError, match="truncated"):
+        decode_snapshot(chain.config, good[:-10])
+    with pytest.raises(SnapshotError, match="trailing"):
+        decode_snapshot(chain.config, good + b"\x00")
+    with pytest.raises(SnapshotError, match="magic"):
+        decode_snapshot(chain.config, b"NOTASNAP" + good[8:])
+    other = make_config(ACCOUNTS, validators=VALIDATORS, markets=MARKETS, chain_id="other-1")
+    with pytest.raises(SnapshotError, match="chain"):
+        decode_snapshot(other, good)
