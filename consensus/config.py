@@ -1,0 +1,44 @@
+"""Configuration of the consensus core (frozen; integers only, durations in milliseconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consensus.types import Step
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusConfig:
+    """Timeouts grow linearly per round: timeout(r) = base + r * delta (paper: timeoutX(round))."""
+
+    timeout_propose_ms: int = 3000
+    timeout_propose_delta_ms: int = 500
+    timeout_prevote_ms: int = 1000
+    timeout_prevote_delta_ms: int = 500
+    timeout_precommit_ms: int = 1000
+    timeout_precommit_delta_ms: int = 500
+    initial_height: int = 1
+    # Votes/proposals for rounds further than this above the current round are dropped
+    # (bounds the memory a Byzantine validator can make us spend on far-future rounds).
+    max_round_lookahead: int = 10_000
+    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state).
+    max_future_messages: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in (
+            "timeout_propose_ms", "timeout_propose_delta_ms", "timeout_prevote_ms",
+            "timeout_prevote_delta_ms", "timeout_precommit_ms", "timeout_precommit_delta_ms",
+            "max_round_lookahead", "max_future_messages",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int")
+        if self.initial_height < 1:
+            raise ValueError("initial_height must be >= 1")
+
+    def timeout_ms(self, step: Step, round_: int) -> int:
+        if step == Step.PROPOSE:
+            return self.timeout_propose_ms + round_ * self.timeout_propose_delta_ms
+        if step == Step.PREVOTE:
+            return self.timeout_prevote_ms + round_ * self.timeout_prevote_delta_ms
+        return self.timeout_precommit_ms + round_ * self.timeout_precommit_delta_ms
