@@ -1,1 +1,1 @@
-"""Genesis: the human JSON schema (schema.py), its validation, and the devnet genesis (devnet.py, devnet.json)."""
+"""Genesis: the human JSON schema and its validation (schema.py), the devnet genesis (devnet.py/.json)."""

@@ -145,16 +145,22 @@ def place_order(
     price: int,
     size: int,
     kind: Literal["limit", "market"] = "limit",
-    tif: TifName = "gtc",
+    tif: TifName | None = None,
     reduce_only: bool = False,
     client_order_id: str = "",
 ) -> tx_pb2.PlaceOrder:
-    """A PlaceOrder in integer price/size units. ``tif`` applies to limit orders only."""
+    """A PlaceOrder in integer price/size units.
+
+    ``tif`` applies to limit orders only (``None`` means GTC); market orders are IOC by definition.
+    """
     if kind == "limit":
+        tif = "gtc" if tif is None else tif
         if tif not in _TIFS:
             raise TxBuildError(f"tif must be one of {sorted(_TIFS)}, got {tif!r}")
         kind_value, tif_value = tx_pb2.ORDER_KIND_LIMIT, _TIFS[tif]
     elif kind == "market":
+        if tif is not None:
+            raise TxBuildError(f"a market order takes no tif (it is IOC by definition), got {tif!r}")
         kind_value, tif_value = tx_pb2.ORDER_KIND_MARKET, tx_pb2.TIME_IN_FORCE_UNSPECIFIED
     else:
         raise TxBuildError(f"kind must be 'limit' or 'market', got {kind!r}")

@@ -158,6 +158,10 @@ def test_limit_order_time_in_force(tif: tx.TifName, expected: int) -> None:
     assert not order.reduce_only and order.client_order_id == ""
 
 
+def test_limit_order_defaults_to_gtc() -> None:
+    assert tx.place_order("M", "buy", price=1, size=1).time_in_force == tx_pb2.TIME_IN_FORCE_GTC
+
+
 def test_market_order_is_kind_market_with_protective_price() -> None:
     order = tx.place_order(
         "BTC-PERP",
@@ -197,6 +201,8 @@ def test_client_order_id_length_limit_is_in_bytes() -> None:
         ({"size": -1}, "size must be in"),
         ({"tif": "fok"}, "tif must be one of"),
         ({"kind": "stop"}, "kind must be 'limit' or 'market'"),
+        ({"kind": "market", "tif": "post_only"}, "a market order takes no tif"),
+        ({"kind": "market", "tif": "gtc"}, "a market order takes no tif"),
         ({"reduce_only": 1}, "reduce_only must be a bool"),
         ({"client_order_id": 5}, "client_order_id must be a str"),
     ],
