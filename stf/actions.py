@@ -16,13 +16,13 @@ from stf.events import (
     CANCEL_USER,
     FAUCET,
     MARKET_HALT,
-    ORACLE_PRICE,
     ORDER_REJECTED,
     TRANSFER,
     Event,
 )
+from stf.margin import compute_equity, initial_requirement
 from stf.matching import MAX_PRICE, cancel_resting, execute_order, validate_order
-from stf.oracle import compute_oracle_price
+from stf.prices import refresh_oracle_price
 from stf.results import Code, Rejected, TxResult, ok, reject
 from stf.state import Account, MarketState, State
 
@@ -33,7 +33,15 @@ ADDRESS_BYTES = 20
 def process_place_order(state: State, account: Account, po: Any, tx: int, events: list[Event]) -> TxResult:
     try:
         req = validate_order(
-            state, account, po.market, po.side, po.kind, po.time_in_force, po.price, po.size, po.reduce_only,
+            state,
+            account,
+            po.market,
+            po.side,
+            po.kind,
+            po.time_in_force,
+            po.price,
+            po.size,
+            po.reduce_only,
             po.client_order_id,
         )
     except Rejected as r:
@@ -114,6 +122,11 @@ def process_transfer(state: State, account: Account, transfer: Any, tx: int, eve
         return reject(Code.ZERO_AMOUNT, "amount must be positive")
     if account.collateral < amount:
         return reject(Code.INSUFFICIENT_FUNDS, f"collateral {account.collateral} < amount {amount}")
+    required = initial_requirement(state, account)
+    if compute_equity(state, account) - amount < required:
+        return reject(
+            Code.INSUFFICIENT_MARGIN, f"transfer would leave equity below the initial requirement {required}"
+        )
     recipient = state.ensure_account(to)
     state.touch_account(account.address)
     state.touch_account(to)
@@ -139,7 +152,9 @@ def process_faucet(state: State, account: Account, faucet: Any, tx: int, events:
     return ok()
 
 
-def process_oracle_prices(state: State, account: Account, action: Any, tx: int, events: list[Event]) -> TxResult:
+def process_oracle_prices(
+    state: State, account: Account, action: Any, tx: int, events: list[Event]
+) -> TxResult:
     validator = account.address
     if validator not in state.validator_power:
         return reject(Code.NOT_A_VALIDATOR, "only validators may submit oracle prices")
@@ -149,7 +164,9 @@ def process_oracle_prices(state: State, account: Account, action: Any, tx: int, 
         if market is None:
             return reject(Code.UNKNOWN_MARKET, f"unknown market {item.market!r}")
         if item.price == 0 or item.price > MAX_PRICE:
-            return reject(Code.BAD_ORACLE_PRICE, f"oracle price for {item.market} must be in [1, {MAX_PRICE}]")
+            return reject(
+                Code.BAD_ORACLE_PRICE, f"oracle price for {item.market} must be in [1, {MAX_PRICE}]"
+            )
         if market.spec.market_id in updates:
             return reject(Code.BAD_ORACLE_PRICE, f"{item.market} appears twice")
         updates[market.spec.market_id] = item.price
@@ -163,15 +180,9 @@ def process_oracle_prices(state: State, account: Account, action: Any, tx: int, 
     return ok()
 
 
-def refresh_oracle_price(state: State, market: MarketState, events: list[Event]) -> None:
-    price = compute_oracle_price(market.oracle_subs, state.validator_power, state.time_ms, state.config.oracle_stale_ms)
-    if price and price != market.oracle_price:
-        state.touch_market(market.spec.market_id)
-        market.oracle_price = price
-        events.append((ORACLE_PRICE, market.spec.market_id, price))
-
-
-def process_set_market_halt(state: State, account: Account, action: Any, tx: int, events: list[Event]) -> TxResult:
+def process_set_market_halt(
+    state: State, account: Account, action: Any, tx: int, events: list[Event]
+) -> TxResult:
     if account.address not in state.validator_power:
         return reject(Code.NOT_A_VALIDATOR, "only validators may halt or resume a market")
     market = state.get_market(action.market)

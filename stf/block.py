@@ -29,10 +29,13 @@ from stf.actions import PROCESSORS
 from stf.codec import iter_entries
 from stf.config import ChainConfig, address_of
 from stf.events import BOOK_LEVEL, Event
+from stf.funding import sample_and_apply
+from stf.liquidation import liquidate_accounts
 from stf.nonces import check_nonce, record_nonce
+from stf.prices import refresh_mark_price, refresh_oracle_price
 from stf.results import Code, Rejected, TxResult, reject
 from stf.signing import SignatureError, signing_message, verify_signature
-from stf.state import State
+from stf.state import INSURANCE_FUND, State
 
 MAX_TX_BYTES = 64 * 1024
 SignatureCheck = Callable[[bytes, bytes, bytes], None]  # (public key, signature, message); raises
@@ -98,7 +101,9 @@ def decode_tx(index: int, raw: bytes, chain_id: str, check_signature: SignatureC
     except SignatureError as exc:
         return reject(Code.BAD_SIGNATURE, f"signature rejected: {exc.reason}")
     if body.chain_id != chain_id:
-        return reject(Code.WRONG_CHAIN_ID, f"transaction is for chain {body.chain_id!r}, this is {chain_id!r}")
+        return reject(
+            Code.WRONG_CHAIN_ID, f"transaction is for chain {body.chain_id!r}, this is {chain_id!r}"
+        )
     action = body.WhichOneof("action")
     if action is None:
         return reject(Code.EMPTY_ACTION, "transaction carries no action")
@@ -131,7 +136,21 @@ def apply_tx(state: State, tx: DecodedTx, events: list[Event]) -> TxResult:
     return result
 
 
+def process_risk(state: State, events: list[Event]) -> None:
+    """Prices, funding and liquidations, once per block after every transaction."""
+    moved: list[int] = []
+    for market in state.markets:
+        refresh_oracle_price(state, market, events)
+        changed = refresh_mark_price(state, market, events)
+        funding_before = market.funding_index
+        sample_and_apply(state, market, events)
+        if changed or market.funding_index != funding_before:
+            moved.append(market.spec.market_id)
+    liquidate_accounts(state, moved, events)
+
+
 def end_block(state: State, events: list[Event]) -> bytes:
+    process_risk(state, events)
     for market in state.markets:
         market_id = market.spec.market_id
         for is_buy, price, total in market.book.drain_touched():
@@ -140,7 +159,10 @@ def end_block(state: State, events: list[Event]) -> bytes:
 
 
 def apply_block(
-    state: State, header: BlockHeader, txs: Sequence[bytes], check_signature: SignatureCheck = verify_signature
+    state: State,
+    header: BlockHeader,
+    txs: Sequence[bytes],
+    check_signature: SignatureCheck = verify_signature,
 ) -> BlockResult:
     begin_block(state, header)
     results: list[TxResult | None] = [None] * len(txs)
@@ -164,6 +186,7 @@ def genesis_state(config: ChainConfig) -> State:
     """The state at height 0: funded accounts from genesis, an (empty) account for every
     validator so it can sign oracle and governance transactions, hash computed from scratch."""
     state = State(config)
+    state.ensure_account(INSURANCE_FUND).collateral = config.insurance_fund
     for validator in config.validators:
         state.ensure_account(validator.address)
     for address, collateral in config.accounts:

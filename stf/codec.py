@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _ORDER = struct.Struct(">20sH?QQQB?")
 _U64X2 = struct.Struct(">QQ")
-_MARKET = struct.Struct(">Q?")
+_MARKET = struct.Struct(">QQ?QqQQ")
 
 
 def i128(value: int) -> bytes:
@@ -58,7 +58,20 @@ def encode_position(position: Position) -> bytes:
 
 
 def encode_market(market: MarketState) -> bytes:
-    return _MARKET.pack(market.oracle_price, market.halted)
+    return (
+        _MARKET.pack(
+            market.oracle_price,
+            market.mark_price,
+            market.halted,
+            market.premium_samples,
+            market.funding_rate,
+            market.next_funding_ms,
+            0,
+        )
+        + i128(market.funding_index)
+        + i128(market.premium_sum)
+        + i128(market.funding_pool)
+    )
 
 
 def encode_global(state: State) -> bytes:
@@ -66,7 +79,6 @@ def encode_global(state: State) -> bytes:
         _U64X2.pack(state.height, state.time_ms)
         + state.next_order_id.to_bytes(8, "big")
         + i128(state.fee_pool)
-        + i128(state.insurance_fund)
     )
 
 
@@ -123,16 +135,27 @@ def decode_order(order_id: int, value: bytes) -> Order:
     return Order(order_id, account, market_id, is_buy, price, size, orig, tif, reduce_only, cloid)
 
 
-def decode_global(value: bytes) -> tuple[int, int, int, int, int]:
-    """(height, time_ms, next_order_id, fee_pool, insurance_fund)"""
+def decode_global(value: bytes) -> tuple[int, int, int, int]:
+    """(height, time_ms, next_order_id, fee_pool)"""
     height, time_ms = _U64X2.unpack_from(value)
     next_id = int.from_bytes(value[16:24], "big")
-    return height, time_ms, next_id, from_i128(value[24:40]), from_i128(value[40:56])
+    return height, time_ms, next_id, from_i128(value[24:40])
 
 
-def decode_market(value: bytes) -> tuple[int, bool]:
-    oracle_price, halted = _MARKET.unpack(value)
-    return oracle_price, halted
+def decode_market(market: MarketState, value: bytes) -> None:
+    (
+        market.oracle_price,
+        market.mark_price,
+        market.halted,
+        market.premium_samples,
+        market.funding_rate,
+        market.next_funding_ms,
+        _reserved,
+    ) = _MARKET.unpack_from(value)
+    rest = value[_MARKET.size :]
+    market.funding_index = from_i128(rest[:16])
+    market.premium_sum = from_i128(rest[16:32])
+    market.funding_pool = from_i128(rest[32:48])
 
 
 def decode_account(value: bytes) -> tuple[int, int]:

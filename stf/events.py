@@ -20,13 +20,19 @@ ORDER_ACCEPTED = 1  # tx, order_id, account, market_id, is_buy, price, size, tif
 ORDER_REJECTED = 2  # tx, account, market_id, code, client_order_id
 ORDER_CANCELLED = 3  # tx, order_id, account, market_id, remaining, reason
 ORDER_FILLED = 4  # tx, order_id, account, market_id  (fully filled, leaves the book)
-TRADE = 5  # tx, market_id, price, size, taker_order, maker_order, taker, maker, taker_is_buy, taker_fee, maker_fee
+TRADE = 5  # tx, market_id, price, size, taker_order, maker_order, taker, maker, taker_is_buy, fees
 BOOK_LEVEL = 6  # market_id, is_buy, price, total_size (0 = level gone)
 TRANSFER = 7  # tx, sender, recipient, amount
 FAUCET = 8  # tx, account, amount
 ORACLE_PRICE = 9  # market_id, price (the new stake-weighted median)
 MARKET_HALT = 10  # tx, market_id, halted
 POSITION = 11  # tx, account, market_id, size, open_notional, realized_pnl
+MARK_PRICE = 12  # market_id, price
+FUNDING = 13  # market_id, rate_ppm, index
+LIQUIDATION = 14  # account, equity, maintenance  (start of a liquidation; tx = -1 for what follows)
+TAKEOVER = 15  # market_id, account, size, price  (insurance fund takes the rest at the bankruptcy price)
+ADL = 16  # market_id, account, counterparty, size, price  (auto-deleveraging at the bankruptcy price)
+DEFICIT_COVERED = 17  # account, amount  (insurance fund pays a negative balance back to zero)
 
 EVENT_NAMES: dict[int, str] = {
     ORDER_ACCEPTED: "order_accepted",
@@ -40,19 +46,42 @@ EVENT_NAMES: dict[int, str] = {
     ORACLE_PRICE: "oracle_price",
     MARKET_HALT: "market_halt",
     POSITION: "position",
+    MARK_PRICE: "mark_price",
+    FUNDING: "funding",
+    LIQUIDATION: "liquidation",
+    TAKEOVER: "takeover",
+    ADL: "adl",
+    DEFICIT_COVERED: "deficit_covered",
 }
 
 EVENT_FIELDS: dict[int, tuple[str, ...]] = {
     ORDER_ACCEPTED: (
-        "tx", "order_id", "account", "market_id", "is_buy", "price", "size", "tif", "reduce_only",
+        "tx",
+        "order_id",
+        "account",
+        "market_id",
+        "is_buy",
+        "price",
+        "size",
+        "tif",
+        "reduce_only",
         "client_order_id",
     ),
     ORDER_REJECTED: ("tx", "account", "market_id", "code", "client_order_id"),
     ORDER_CANCELLED: ("tx", "order_id", "account", "market_id", "remaining", "reason"),
     ORDER_FILLED: ("tx", "order_id", "account", "market_id"),
     TRADE: (
-        "tx", "market_id", "price", "size", "taker_order_id", "maker_order_id", "taker", "maker",
-        "taker_is_buy", "taker_fee", "maker_fee",
+        "tx",
+        "market_id",
+        "price",
+        "size",
+        "taker_order_id",
+        "maker_order_id",
+        "taker",
+        "maker",
+        "taker_is_buy",
+        "taker_fee",
+        "maker_fee",
     ),
     BOOK_LEVEL: ("market_id", "is_buy", "price", "size"),
     TRANSFER: ("tx", "sender", "recipient", "amount"),
@@ -60,6 +89,12 @@ EVENT_FIELDS: dict[int, tuple[str, ...]] = {
     ORACLE_PRICE: ("market_id", "price"),
     MARKET_HALT: ("tx", "market_id", "halted"),
     POSITION: ("tx", "account", "market_id", "size", "open_notional", "realized_pnl"),
+    MARK_PRICE: ("market_id", "price"),
+    FUNDING: ("market_id", "rate_ppm", "index"),
+    LIQUIDATION: ("account", "equity", "maintenance"),
+    TAKEOVER: ("market_id", "account", "size", "price"),
+    ADL: ("market_id", "account", "counterparty", "size", "price"),
+    DEFICIT_COVERED: ("account", "amount"),
 }
 
 # cancellation reasons carried by ORDER_CANCELLED
@@ -67,6 +102,9 @@ CANCEL_USER = "user"
 CANCEL_SELF_TRADE = "self_trade"
 CANCEL_IOC_REMAINDER = "ioc_remainder"
 CANCEL_REDUCE_ONLY = "reduce_only"
+CANCEL_LIQUIDATION = "liquidation"
+# `tx` of events raised by the end-of-block risk engine rather than by a transaction
+END_OF_BLOCK = -1
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

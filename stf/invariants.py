@@ -8,15 +8,17 @@
   and client-id maps agree with it;
 - per market, the sum of long sizes equals the sum of short sizes;
 - positions have a non-negative cost basis and are never zero-sized.
-`total_value(state)` is the conserved quantity: collateral + fee pool +
-insurance fund + cost bases signed so that unrealized PnL at any common mark
-cancels out; it changes only by faucet mints.
+`total_value(state)` is the conserved quantity: collateral (the insurance
+fund is an account) + fee pool + funding pools + cost bases signed so that
+unrealized PnL at any common mark cancels out; it changes only by faucet
+mints. `pending_funding(state)` is what open positions owe in total (exact,
+x PPM); funding pools + pending / PPM is zero up to settlement rounding.
 """
 
 from __future__ import annotations
 
 from stf.book import Book, Level
-from stf.state import State
+from stf.state import Account, State
 
 
 def _level_violations(market_id: int, side: str, price: int, level: Level) -> list[str]:
@@ -31,7 +33,9 @@ def _level_violations(market_id: int, side: str, price: int, level: Level) -> li
         if order.price != price:
             out.append(f"order {order_id} at price {order.price} sits in level {price}")
         if order_id <= last_id:
-            out.append(f"m{market_id} {side} level {price}: order {order_id} after {last_id} breaks time priority")
+            out.append(
+                f"m{market_id} {side} level {price}: order {order_id} after {last_id} breaks time priority"
+            )
         last_id = order_id
         total += order.size
     if total != level.total:
@@ -51,7 +55,9 @@ def _book_violations(book: Book) -> list[str]:
         out.append(f"m{m} book crossed: bid {bid} >= ask {ask}")
     for price, level in book.bids.items():
         out += _level_violations(m, "bid", price, level)
-        out += [f"order {o.order_id} is a sell on the bid side" for o in level.orders.values() if not o.is_buy]
+        out += [
+            f"order {o.order_id} is a sell on the bid side" for o in level.orders.values() if not o.is_buy
+        ]
     for price, level in book.asks.items():
         out += _level_violations(m, "ask", price, level)
         out += [f"order {o.order_id} is a buy on the ask side" for o in level.orders.values() if o.is_buy]
@@ -79,12 +85,22 @@ def find_violations(state: State) -> list[str]:
                 out.append(f"client id {cloid!r} of {address.hex()} points at a wrong order")
         for market_id, position in account.positions.items():
             if position.size == 0 or position.open_notional < 0:
-                out.append(f"bad position {address.hex()} m{market_id}: {position.size} {position.open_notional}")
+                out.append(
+                    f"bad position {address.hex()} m{market_id}: {position.size} {position.open_notional}"
+                )
+            if address not in state.markets[market_id].holders:
+                out.append(f"{address.hex()} holds m{market_id} but is not in its holders index")
+        out += _exposure_violations(account)
+    holders = sum(len(market.holders) for market in state.markets)
+    positions = sum(len(account.positions) for account in state.accounts.values())
+    if holders != positions:
+        out.append(f"holders index lists {holders} positions, accounts hold {positions}")
     if indexed != len(state.orders):
         out.append(f"accounts list {indexed} open orders, the index has {len(state.orders)}")
     for market in state.markets:
         net = sum(
-            a.positions[market.spec.market_id].size for a in state.accounts.values()
+            a.positions[market.spec.market_id].size
+            for a in state.accounts.values()
             if market.spec.market_id in a.positions
         )
         if net != 0:
@@ -92,8 +108,21 @@ def find_violations(state: State) -> list[str]:
     return out
 
 
+def _exposure_violations(account: Account) -> list[str]:
+    expected: dict[int, list[int]] = {}
+    for order in account.orders.values():
+        if order.reduce_only:
+            continue
+        agg = expected.setdefault(order.market_id, [0, 0, 0, 0])
+        i = 0 if order.is_buy else 2
+        agg[i] += order.size
+        agg[i + 1] += order.size * order.price
+    actual = {m: [e.buy_size, e.buy_value, e.sell_size, e.sell_value] for m, e in account.exposure.items()}
+    return [] if actual == expected else [f"{account.address.hex()} exposure {actual} != orders {expected}"]
+
+
 def total_value(state: State) -> int:
-    value = state.fee_pool + state.insurance_fund
+    value = state.fee_pool + sum(market.funding_pool for market in state.markets)
     for account in state.accounts.values():
         value += account.collateral
         for position in account.positions.values():

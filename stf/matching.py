@@ -33,9 +33,10 @@ from stf.events import (
     TRADE,
     Event,
 )
+from stf.margin import has_margin_for_order
 from stf.positions import apply_fill, signed_position
 from stf.results import Code, Rejected
-from stf.state import Account, MarketState, State
+from stf.state import Account, Exposure, MarketState, State
 
 SIDE_BUY = 1
 SIDE_SELL = 2
@@ -52,11 +53,18 @@ MAX_CLIENT_ORDER_ID = 36
 class OrderRequest:
     """A validated order, ready to execute."""
 
-    __slots__ = ("market", "is_buy", "price", "size", "tif", "reduce_only", "client_order_id")
+    __slots__ = ("market", "is_buy", "price", "size", "tif", "reduce_only", "client_order_id", "liquidation")
 
     def __init__(
-        self, market: MarketState, is_buy: bool, price: int, size: int, tif: int, reduce_only: bool,
+        self,
+        market: MarketState,
+        is_buy: bool,
+        price: int,
+        size: int,
+        tif: int,
+        reduce_only: bool,
         client_order_id: str,
+        liquidation: bool = False,
     ) -> None:
         self.market = market
         self.is_buy = is_buy
@@ -65,6 +73,8 @@ class OrderRequest:
         self.tif = tif
         self.reduce_only = reduce_only
         self.client_order_id = client_order_id
+        # liquidation orders pay the liquidation fee to the insurance fund instead of the taker fee
+        self.liquidation = liquidation
 
 
 def compute_band(oracle_price: int, band_ppm: int) -> tuple[int, int]:
@@ -98,8 +108,16 @@ def resolve_tif(kind: int, tif: int) -> int:
 
 
 def validate_order(
-    state: State, account: Account | None, symbol: str, side: int, kind: int, tif: int, price: int,
-    size: int, reduce_only: bool, cloid: str,
+    state: State,
+    account: Account | None,
+    symbol: str,
+    side: int,
+    kind: int,
+    tif: int,
+    price: int,
+    size: int,
+    reduce_only: bool,
+    cloid: str,
 ) -> OrderRequest:
     market = state.get_market(symbol)
     if market is None:
@@ -113,11 +131,15 @@ def validate_order(
     if price == 0:
         raise Rejected(Code.ZERO_PRICE, "price must be positive (market orders need a protective price)")
     if price > MAX_PRICE or price % spec.tick_size:
-        raise Rejected(Code.PRICE_NOT_ON_TICK, f"price {price} is not a multiple of the tick {spec.tick_size}")
+        raise Rejected(
+            Code.PRICE_NOT_ON_TICK, f"price {price} is not a multiple of the tick {spec.tick_size}"
+        )
     if size > MAX_SIZE:
         raise Rejected(Code.SIZE_TOO_LARGE, f"size {size} exceeds the maximum {MAX_SIZE}")
     if size == 0 or size % spec.lot_size:
-        raise Rejected(Code.SIZE_NOT_ON_LOT, f"size {size} is not a positive multiple of the lot {spec.lot_size}")
+        raise Rejected(
+            Code.SIZE_NOT_ON_LOT, f"size {size} is not a positive multiple of the lot {spec.lot_size}"
+        )
     if size < spec.min_size:
         raise Rejected(Code.SIZE_BELOW_MIN, f"size {size} is below the minimum {spec.min_size}")
     low, high = compute_band(market.oracle_price, spec.price_band_ppm)
@@ -137,19 +159,52 @@ def validate_order(
             raise Rejected(
                 Code.REDUCE_ONLY_WOULD_INCREASE, "reduce-only order has no opposite position to reduce"
             )
+    if not reduce_only and (
+        account is None or not has_margin_for_order(state, account, market, is_buy, price, size)
+    ):
+        raise Rejected(Code.INSUFFICIENT_MARGIN, "equity would fall below the initial margin requirement")
     return OrderRequest(market, is_buy, price, size, tif, reduce_only, cloid)
 
 
 def validate_account_limits(state: State, account: Account | None, tif: int, cloid: str) -> None:
     if cloid:
         if not is_valid_client_order_id(cloid):
-            raise Rejected(Code.BAD_CLIENT_ORDER_ID, "client order id must be <= 36 printable ASCII characters")
+            raise Rejected(
+                Code.BAD_CLIENT_ORDER_ID, "client order id must be <= 36 printable ASCII characters"
+            )
         if account is not None and cloid in account.cloids:
             raise Rejected(Code.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cloid!r} is already open")
     if tif != TIF_IOC and account is not None:
         cap = state.config.max_open_orders_per_account
         if len(account.orders) >= cap:
             raise Rejected(Code.TOO_MANY_OPEN_ORDERS, f"account already has {cap} open orders")
+
+
+def change_exposure(account: Account, order: Order, size: int) -> None:
+    """Add (size > 0) or remove (size < 0) part of an order from its account's open-order aggregate."""
+    if order.reduce_only:
+        return
+    exposure = account.exposure.get(order.market_id)
+    if exposure is None:
+        exposure = account.exposure[order.market_id] = Exposure()
+    if order.is_buy:
+        exposure.buy_size += size
+        exposure.buy_value += size * order.price
+    else:
+        exposure.sell_size += size
+        exposure.sell_value += size * order.price
+    if exposure.is_empty():
+        del account.exposure[order.market_id]
+
+
+def rest_order(state: State, account: Account, market: MarketState, order: Order) -> None:
+    """Put an order in the book and every index (also used to rebuild from a snapshot)."""
+    market.book.add(order)
+    state.orders[order.order_id] = order
+    account.orders[order.order_id] = order
+    if order.client_order_id:
+        account.cloids[order.client_order_id] = order.order_id
+    change_exposure(account, order, order.size)
 
 
 def remove_resting(state: State, order: Order, market: MarketState) -> None:
@@ -161,6 +216,7 @@ def remove_resting(state: State, order: Order, market: MarketState) -> None:
     del owner.orders[order.order_id]
     if order.client_order_id:
         del owner.cloids[order.client_order_id]
+    change_exposure(owner, order, -order.size)
 
 
 def cancel_resting(
@@ -188,31 +244,52 @@ def execute_order(state: State, account: Account, req: OrderRequest, tx: int, ev
     state.next_order_id = order_id + 1
     is_buy = req.is_buy
     events.append(
-        (ORDER_ACCEPTED, tx, order_id, account.address, market_id, is_buy, req.price, req.size, req.tif,
-         req.reduce_only, req.client_order_id)
+        (
+            ORDER_ACCEPTED,
+            tx,
+            order_id,
+            account.address,
+            market_id,
+            is_buy,
+            req.price,
+            req.size,
+            req.tif,
+            req.reduce_only,
+            req.client_order_id,
+        )
     )
     remaining = match(state, account, req, order_id, tx, events)
     if remaining and req.reduce_only and reduce_capacity(account, market_id, is_buy) == 0:
-        events.append((ORDER_CANCELLED, tx, order_id, account.address, market_id, remaining, CANCEL_REDUCE_ONLY))
+        events.append(
+            (ORDER_CANCELLED, tx, order_id, account.address, market_id, remaining, CANCEL_REDUCE_ONLY)
+        )
     elif remaining == 0:
         events.append((ORDER_FILLED, tx, order_id, account.address, market_id))
     elif req.tif == TIF_IOC:
-        events.append((ORDER_CANCELLED, tx, order_id, account.address, market_id, remaining, CANCEL_IOC_REMAINDER))
+        events.append(
+            (ORDER_CANCELLED, tx, order_id, account.address, market_id, remaining, CANCEL_IOC_REMAINDER)
+        )
     else:
         order = Order(
-            order_id, account.address, market_id, is_buy, req.price, remaining, req.size, req.tif,
-            req.reduce_only, req.client_order_id,
+            order_id,
+            account.address,
+            market_id,
+            is_buy,
+            req.price,
+            remaining,
+            req.size,
+            req.tif,
+            req.reduce_only,
+            req.client_order_id,
         )
         state.touch_order(order_id)
-        market.book.add(order)
-        state.orders[order_id] = order
-        account.orders[order_id] = order
-        if order.client_order_id:
-            account.cloids[order.client_order_id] = order_id
+        rest_order(state, account, market, order)
     return order_id
 
 
-def match(state: State, taker: Account, req: OrderRequest, order_id: int, tx: int, events: list[Event]) -> int:
+def match(
+    state: State, taker: Account, req: OrderRequest, order_id: int, tx: int, events: list[Event]
+) -> int:
     """Fill the incoming order against the book; returns the size left."""
     market = req.market
     spec = market.spec
@@ -245,28 +322,55 @@ def match(state: State, taker: Account, req: OrderRequest, order_id: int, tx: in
                 quantity = min(quantity, reduce_capacity(taker, spec.market_id, is_buy))
                 if quantity == 0:
                     return remaining
-            fill(state, market, taker, maker_account, maker, is_buy, level_price, quantity, order_id, tx, events)
+            fill(state, req, taker, maker_account, maker, level_price, quantity, order_id, tx, events)
             remaining -= quantity
     return remaining
 
 
 def fill(
-    state: State, market: MarketState, taker: Account, maker_account: Account, maker: Order, taker_is_buy: bool,
-    price: int, quantity: int, taker_order_id: int, tx: int, events: list[Event],
+    state: State,
+    req: OrderRequest,
+    taker: Account,
+    maker_account: Account,
+    maker: Order,
+    price: int,
+    quantity: int,
+    taker_order_id: int,
+    tx: int,
+    events: list[Event],
 ) -> None:
+    market = req.market
+    taker_is_buy = req.is_buy
     spec = market.spec
-    scale = spec.notional_scale
-    notional = price * quantity * scale
-    taker_fee = -(-notional * spec.taker_fee_ppm // PPM)
+    notional = price * quantity * spec.notional_scale
     maker_fee = -(-notional * spec.maker_fee_ppm // PPM)
     state.touch_account(taker.address)
     state.touch_account(maker_account.address)
-    taker.collateral -= taker_fee
     maker_account.collateral -= maker_fee
-    state.fee_pool += taker_fee + maker_fee
+    if req.liquidation:
+        taker_fee = -(-notional * state.config.liquidation_fee_ppm // PPM)
+        state.touch_account(state.insurance.address)
+        state.insurance.collateral += taker_fee
+        state.fee_pool += maker_fee
+    else:
+        taker_fee = -(-notional * spec.taker_fee_ppm // PPM)
+        state.fee_pool += taker_fee + maker_fee
+    taker.collateral -= taker_fee
     events.append(
-        (TRADE, tx, spec.market_id, price, quantity, taker_order_id, maker.order_id, taker.address,
-         maker.account, taker_is_buy, taker_fee, maker_fee)
+        (
+            TRADE,
+            tx,
+            spec.market_id,
+            price,
+            quantity,
+            taker_order_id,
+            maker.order_id,
+            taker.address,
+            maker.account,
+            taker_is_buy,
+            taker_fee,
+            maker_fee,
+        )
     )
     if quantity == maker.size:
         remove_resting(state, maker, market)
@@ -274,5 +378,6 @@ def fill(
     else:
         state.touch_order(maker.order_id)
         market.book.reduce(maker, quantity)
-    apply_fill(state, taker, spec.market_id, taker_is_buy, price, quantity, scale, tx, events)
-    apply_fill(state, maker_account, spec.market_id, not taker_is_buy, price, quantity, scale, tx, events)
+        change_exposure(maker_account, maker, -quantity)
+    apply_fill(state, taker, market, taker_is_buy, price, quantity, tx, events)
+    apply_fill(state, maker_account, market, not taker_is_buy, price, quantity, tx, events)

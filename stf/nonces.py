@@ -19,7 +19,10 @@ from stf.state import MAX_KEPT_NONCES, Account, State
 
 def check_nonce(state: State, account: Account | None, nonce: int) -> None:
     config = state.config
-    if nonce < state.time_ms - config.nonce_window_past_ms or nonce > state.time_ms + config.nonce_window_future_ms:
+    if (
+        nonce < state.time_ms - config.nonce_window_past_ms
+        or nonce > state.time_ms + config.nonce_window_future_ms
+    ):
         raise Rejected(
             Code.NONCE_OUT_OF_WINDOW,
             f"nonce {nonce} is outside the window [{state.time_ms - config.nonce_window_past_ms}, "

@@ -16,7 +16,8 @@ Theory of operation
 from __future__ import annotations
 
 from stf.events import POSITION, Event
-from stf.state import Account, Position, State
+from stf.funding import settle_funding
+from stf.state import Account, MarketState, Position, State
 
 
 def signed_position(account: Account, market_id: int) -> int:
@@ -25,13 +26,25 @@ def signed_position(account: Account, market_id: int) -> int:
 
 
 def apply_fill(
-    state: State, account: Account, market_id: int, is_buy: bool, price: int, size: int, scale: int,
-    tx: int, events: list[Event],
-) -> None:
+    state: State,
+    account: Account,
+    market: MarketState,
+    is_buy: bool,
+    price: int,
+    size: int,
+    tx: int,
+    events: list[Event],
+) -> int:
+    """Apply a fill to the account's position; returns the PnL realized into collateral."""
+    market_id = market.spec.market_id
+    scale = market.spec.notional_scale
     state.touch_position(account.address, market_id)
     position = account.positions.get(market_id)
     if position is None:
-        position = account.positions[market_id] = Position()
+        position = account.positions[market_id] = Position(0, 0, market.funding_index)
+        market.holders[account.address] = None
+    else:
+        settle_funding(state, account, position, market)
     old = position.size
     realized = 0
     if old == 0 or (old > 0) == is_buy:
@@ -54,4 +67,6 @@ def apply_fill(
         account.collateral += realized
     if position.size == 0:
         del account.positions[market_id]
+        del market.holders[account.address]
     events.append((POSITION, tx, account.address, market_id, position.size, position.open_notional, realized))
+    return realized

@@ -30,6 +30,7 @@ from stf.codec import (
 )
 from stf.config import ChainConfig
 from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
+from stf.matching import rest_order
 from stf.state import Account, Position, State
 
 MAGIC = b"ITASNAP1"
@@ -45,7 +46,12 @@ def encode_snapshot(state: State) -> bytes:
         raise SnapshotError("cannot snapshot in the middle of a block")
     chain = state.config.chain_id.encode()
     entries = sorted(iter_entries(state))
-    parts = [MAGIC, len(chain).to_bytes(2, "big"), chain, _HEADER.pack(state.height, state.app_hash, len(entries))]
+    parts = [
+        MAGIC,
+        len(chain).to_bytes(2, "big"),
+        chain,
+        _HEADER.pack(state.height, state.app_hash, len(entries)),
+    ]
     for key, value in entries:
         parts.append(len(key).to_bytes(2, "big"))
         parts.append(key)
@@ -102,12 +108,9 @@ def decode_snapshot(config: ChainConfig, data: bytes) -> State:
             lthash.add(key, value)
             kind = key[:1]
             if kind == K_GLOBAL:
-                state.height, state.time_ms, state.next_order_id, state.fee_pool, state.insurance_fund = (
-                    decode_global(value)
-                )
+                state.height, state.time_ms, state.next_order_id, state.fee_pool = decode_global(value)
             elif kind == K_MARKET:
-                market = state.markets[int.from_bytes(key[1:3], "big")]
-                market.oracle_price, market.halted = decode_market(value)
+                decode_market(state.markets[int.from_bytes(key[1:3], "big")], value)
             elif kind == K_ORACLE:
                 market = state.markets[int.from_bytes(key[1:3], "big")]
                 market.oracle_subs[key[3:23]] = decode_u64x2(value)
@@ -117,20 +120,15 @@ def decode_snapshot(config: ChainConfig, data: bytes) -> State:
             elif kind == K_NONCE:
                 state.accounts[key[1:21]].nonces.append(int.from_bytes(key[21:29], "big"))
             elif kind == K_POSITION:
-                state.accounts[key[1:21]].positions[int.from_bytes(key[21:23], "big")] = Position(
-                    *decode_position(value)
-                )
+                market_id = int.from_bytes(key[21:23], "big")
+                state.accounts[key[1:21]].positions[market_id] = Position(*decode_position(value))
+                state.markets[market_id].holders[key[1:21]] = None
             elif kind == K_ORDER:
                 orders.append(decode_order(int.from_bytes(key[1:9], "big"), value))
             else:
                 raise SnapshotError(f"unknown entry kind {kind!r}")
         for order in orders:  # ascending ids: time priority is restored
-            account = state.accounts[order.account]
-            state.markets[order.market_id].book.add(order)
-            state.orders[order.order_id] = order
-            account.orders[order.order_id] = order
-            if order.client_order_id:
-                account.cloids[order.client_order_id] = order.order_id
+            rest_order(state, state.accounts[order.account], state.markets[order.market_id], order)
     except (KeyError, IndexError, struct.error, UnicodeDecodeError) as exc:
         raise SnapshotError(f"snapshot entry refers to something missing or is malformed: {exc!r}") from exc
     for market in state.markets:

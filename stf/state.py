@@ -26,6 +26,9 @@ from stf.config import ChainConfig, MarketSpec
 from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
 
 MAX_KEPT_NONCES = 100
+# The insurance fund is an account at a reserved address (no ed25519 key hashes to 20 zero bytes
+# in practice). Its collateral is the fund; it takes over positions the book cannot absorb.
+INSURANCE_FUND = bytes(20)
 
 
 class Position:
@@ -37,8 +40,32 @@ class Position:
         self.funding_index = funding_index  # market funding index at last settlement
 
 
+class Exposure:
+    """Aggregate of an account's open (non-reduce-only) orders in one market, for margin."""
+
+    __slots__ = ("buy_size", "buy_value", "sell_size", "sell_value")
+
+    def __init__(self) -> None:
+        self.buy_size = 0  # size units
+        self.buy_value = 0  # sum of price * size (price units x size units)
+        self.sell_size = 0
+        self.sell_value = 0
+
+    def is_empty(self) -> bool:
+        return self.buy_size == 0 and self.sell_size == 0
+
+
 class Account:
-    __slots__ = ("address", "collateral", "faucet_used", "nonces", "orders", "cloids", "positions")
+    __slots__ = (
+        "address",
+        "collateral",
+        "faucet_used",
+        "nonces",
+        "orders",
+        "cloids",
+        "positions",
+        "exposure",
+    )
 
     def __init__(self, address: bytes, collateral: int = 0) -> None:
         self.address = address
@@ -48,18 +75,42 @@ class Account:
         self.orders: dict[int, Order] = {}  # open orders by id, in placement order
         self.cloids: dict[str, int] = {}  # client order id -> order id (open orders only)
         self.positions: dict[int, Position] = {}  # market_id -> non-zero position
+        self.exposure: dict[int, Exposure] = {}  # market_id -> open-order aggregate (derived)
 
 
 class MarketState:
-    __slots__ = ("spec", "book", "oracle_price", "halted", "oracle_subs")
+    __slots__ = (
+        "spec",
+        "book",
+        "oracle_price",
+        "mark_price",
+        "halted",
+        "oracle_subs",
+        "funding_index",
+        "funding_rate",
+        "premium_sum",
+        "premium_samples",
+        "next_funding_ms",
+        "funding_pool",
+        "holders",
+    )
 
-    def __init__(self, spec: MarketSpec) -> None:
+    def __init__(self, spec: MarketSpec, genesis_time_ms: int) -> None:
         self.spec = spec
         self.book = Book(spec.market_id)
         self.oracle_price = spec.initial_oracle_price
+        self.mark_price = spec.initial_oracle_price
         self.halted = spec.halted
         # validator address -> (price, time_ms) of its latest submission
         self.oracle_subs: dict[bytes, tuple[int, int]] = {}
+        # cumulative funding per size unit, in micro-USD x PPM (see stf/funding.py)
+        self.funding_index = 0
+        self.funding_rate = 0  # ppm per interval, last applied
+        self.premium_sum = 0  # sum of per-block premium samples (ppm) this interval
+        self.premium_samples = 0
+        self.next_funding_ms = genesis_time_ms + spec.funding_interval_ms
+        self.funding_pool = 0  # micro-USD paid by settled payers not yet claimed (see stf/funding.py)
+        self.holders: dict[bytes, None] = {}  # addresses with a non-zero position (derived)
 
 
 class State:
@@ -69,7 +120,6 @@ class State:
         "time_ms",
         "next_order_id",
         "fee_pool",
-        "insurance_fund",
         "accounts",
         "markets",
         "orders",
@@ -85,9 +135,10 @@ class State:
         self.time_ms = config.genesis_time_ms
         self.next_order_id = 1
         self.fee_pool = 0
-        self.insurance_fund = config.insurance_fund
         self.accounts: dict[bytes, Account] = {}
-        self.markets: list[MarketState] = [MarketState(spec) for spec in config.markets]
+        self.markets: list[MarketState] = [
+            MarketState(spec, config.genesis_time_ms) for spec in config.markets
+        ]
         self.orders: dict[int, Order] = {}  # every resting order by id
         self.validator_power: dict[bytes, int] = {v.address: v.power for v in config.validators}
         self.lthash = LtHash()
@@ -97,6 +148,10 @@ class State:
     # -- accessors ---------------------------------------------------------
     def get_account(self, address: bytes) -> Account | None:
         return self.accounts.get(address)
+
+    @property
+    def insurance(self) -> Account:
+        return self.accounts[INSURANCE_FUND]
 
     def get_market(self, symbol: str) -> MarketState | None:
         spec = self.config.market_by_symbol.get(symbol)

@@ -48,8 +48,11 @@ def keys(n: int, prefix: bytes = b"acct") -> list[Key]:
 
 
 def make_config(
-    accounts: Sequence[Key], validators: Sequence[Key] = (), markets: Sequence[MarketSpec] | None = None,
-    collateral: int = 1_000_000 * USD, **overrides: object,
+    accounts: Sequence[Key],
+    validators: Sequence[Key] = (),
+    markets: Sequence[MarketSpec] | None = None,
+    collateral: int = 1_000_000 * USD,
+    **overrides: object,
 ) -> ChainConfig:
     fields: dict[str, object] = dict(
         chain_id=CHAIN_ID,
@@ -75,7 +78,9 @@ class Chain:
         self.verify = verify
         self.blocks: list[tuple[BlockHeader, list[bytes]]] = []
 
-    def tx(self, key: Key, action: sdk_tx.Action, nonce: int | None = None, chain_id: str = CHAIN_ID) -> bytes:
+    def tx(
+        self, key: Key, action: sdk_tx.Action, nonce: int | None = None, chain_id: str = CHAIN_ID
+    ) -> bytes:
         if nonce is None:
             self.nonce += 1
             nonce = self.nonce

@@ -19,8 +19,19 @@ from tests.stf_support import USD, Chain, keys, make_config, make_market, order
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = keys(6, b"det")
 VALIDATORS = keys(3, b"detval")
-MARKETS = [make_market(0), make_market(1, "ETH-PERP", initial_oracle_price=30_000, tick_size=1, lot_size=1,
-                                      min_size=1, price_decimals=1, size_decimals=3)]
+MARKETS = [
+    make_market(0),
+    make_market(
+        1,
+        "ETH-PERP",
+        initial_oracle_price=30_000,
+        tick_size=1,
+        lot_size=1,
+        min_size=1,
+        price_decimals=1,
+        size_decimals=3,
+    ),
+]
 
 
 def build_chain() -> Chain:
@@ -41,9 +52,14 @@ def random_blocks(chain: Chain, n_blocks: int, seed: int = 7) -> list[list[bytes
             lot = 10 if market == "BTC-PERP" else 1
             if roll < 0.6:
                 tif = rng.choice(["gtc", "gtc", "ioc", "post_only"])
-                action: sdk_tx.Action = order(rng.choice(["buy", "sell"]), mid + rng.randint(-8, 8) * tick,
-                                              rng.randint(2, 9) * lot, market=market, tif=tif,
-                                              client_order_id=rng.choice(["", "", "x", "y"]))
+                action: sdk_tx.Action = order(
+                    rng.choice(["buy", "sell"]),
+                    mid + rng.randint(-8, 8) * tick,
+                    rng.randint(2, 9) * lot,
+                    market=market,
+                    tif=tif,
+                    client_order_id=rng.choice(["", "", "x", "y"]),
+                )
                 next_id += 1
             elif roll < 0.8:
                 action = sdk_tx.cancel_order(market, order_id=rng.randint(1, max(1, next_id)))
@@ -73,8 +89,17 @@ def test_same_blocks_same_hash_across_hash_seeds() -> None:
     for seed in ("0", "1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
         out = subprocess.run(
-            [sys.executable, "-c", "from tests.test_stf_determinism import replay_hash; print(replay_hash())"],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=300,
+            [
+                sys.executable,
+                "-c",
+                "from tests.test_stf_determinism import replay_hash; print(replay_hash())",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
         )
         hashes.append(out.stdout.strip())
     assert len(hashes[0]) == 64
@@ -84,7 +109,10 @@ def test_same_blocks_same_hash_across_hash_seeds() -> None:
 FORBIDDEN = [
     (re.compile(r"\bfloat\b"), "float"),
     (re.compile(r"\bDecimal\b|^\s*(import|from)\s+decimal\b", re.M), "Decimal"),
-    (re.compile(r"^\s*(import|from)\s+(random|time|datetime|secrets|uuid)\b", re.M), "clock/randomness import"),
+    (
+        re.compile(r"^\s*(import|from)\s+(random|time|datetime|secrets|uuid)\b", re.M),
+        "clock/randomness import",
+    ),
     (re.compile(r"(?<![\w.])hash\("), "hash()"),
     (re.compile(r"\bset\(|\bfrozenset\(|:\s*set\[|\{\s*[^:{}]+\s*for\s"), "set"),
     (re.compile(r"\bos\.urandom|\bperf_counter|\bmonotonic\("), "non-deterministic call"),
@@ -104,8 +132,15 @@ def test_stf_has_no_nondeterministic_constructs() -> None:
 
 @pytest.mark.parametrize(
     "snippet",
-    ["x = float(3)", "from decimal import Decimal", "import random", "import time", "h = hash(b'x')",
-     "s = set()", "for k in {a for a in b}: pass"],
+    [
+        "x = float(3)",
+        "from decimal import Decimal",
+        "import random",
+        "import time",
+        "h = hash(b'x')",
+        "s = set()",
+        "for k in {a for a in b}: pass",
+    ],
 )
 def test_the_grep_catches_each_construct(snippet: str) -> None:
     assert forbidden_constructs(snippet) != []

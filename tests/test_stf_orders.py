@@ -30,6 +30,7 @@ def resting(chain: Chain) -> dict[int, tuple[bool, int, int]]:
 
 # -- order types -------------------------------------------------------------------------------
 
+
 def test_gtc_rests_then_is_taken_at_maker_price(chain: Chain) -> None:
     sell = chain.run(A, order("sell", MID, 100))
     assert sell.ok and resting(chain) == {sell.order_id: (False, MID, 100)}
@@ -91,7 +92,9 @@ def test_price_time_priority(chain: Chain) -> None:
     better = chain.run(C, order("sell", MID - 5, 20))
     result = chain.block([chain.tx(B, order("buy", MID, 50))])
     assert [(t["maker_order_id"], t["size"]) for t in trades(result)] == [
-        (better.order_id, 20), (first.order_id, 20), (second.order_id, 10)
+        (better.order_id, 20),
+        (first.order_id, 20),
+        (second.order_id, 10),
     ]
 
 
@@ -215,6 +218,7 @@ def test_halted_market_rejects_orders_but_allows_cancels() -> None:
 
 # -- cancels and batches -----------------------------------------------------------------------
 
+
 def test_cancel_errors(chain: Chain) -> None:
     other = chain.run(B, order("sell", MID, 20))
     assert chain.run(A, sdk_tx.cancel_order("BTC-PERP", order_id=other.order_id)).code == Code.ORDER_NOT_FOUND
@@ -271,6 +275,7 @@ def test_block_order_cancels_then_post_only_then_rest(chain: Chain) -> None:
 
 # -- envelope ----------------------------------------------------------------------------------
 
+
 def test_envelope_rejections_change_nothing(chain: Chain) -> None:
     twin = Chain(make_config([A, B, C]))
     good = chain.tx(A, order("sell", MID, 20))
@@ -279,11 +284,21 @@ def test_envelope_rejections_change_nothing(chain: Chain) -> None:
     short_key = sdk_tx.tx_pb2.SignedTx(body=signed.body, public_key=b"\x01" * 31, signature=signed.signature)
     other_chain = chain.tx(A, order("sell", MID, 20), chain_id="other-chain")
     stranger = chain.tx(keys(1, b"nobody")[0], order("sell", MID, 20))
-    txs = [b"\xff\x00garbage", bad_sig.SerializeToString(), short_key.SerializeToString(), other_chain,
-           stranger, b"\x0a" * 70_000]
+    txs = [
+        b"\xff\x00garbage",
+        bad_sig.SerializeToString(),
+        short_key.SerializeToString(),
+        other_chain,
+        stranger,
+        b"\x0a" * 70_000,
+    ]
     result = chain.block(txs)
     assert [r.code for r in result.results] == [
-        Code.MALFORMED_TX, Code.BAD_SIGNATURE, Code.BAD_SIGNATURE, Code.WRONG_CHAIN_ID, Code.UNKNOWN_ACCOUNT,
+        Code.MALFORMED_TX,
+        Code.BAD_SIGNATURE,
+        Code.BAD_SIGNATURE,
+        Code.WRONG_CHAIN_ID,
+        Code.UNKNOWN_ACCOUNT,
         Code.TX_TOO_LARGE,
     ]
     twin.block([])
@@ -307,9 +322,13 @@ def test_nonces(chain: Chain) -> None:
     # parallel submissions: an older unused nonce is still fine while fewer than 100 are kept
     assert chain.block([chain.tx(A, sdk_tx.cancel_all(), nonce=now + 5)]).results[0].ok
     far = now + chain.config.nonce_window_future_ms + 10_000
-    assert chain.block([chain.tx(A, sdk_tx.cancel_all(), nonce=far)]).results[0].code == Code.NONCE_OUT_OF_WINDOW
+    assert (
+        chain.block([chain.tx(A, sdk_tx.cancel_all(), nonce=far)]).results[0].code == Code.NONCE_OUT_OF_WINDOW
+    )
     old = now - chain.config.nonce_window_past_ms - 1
-    assert chain.block([chain.tx(A, sdk_tx.cancel_all(), nonce=old)]).results[0].code == Code.NONCE_OUT_OF_WINDOW
+    assert (
+        chain.block([chain.tx(A, sdk_tx.cancel_all(), nonce=old)]).results[0].code == Code.NONCE_OUT_OF_WINDOW
+    )
     for i in range(100):
         chain.block([chain.tx(A, sdk_tx.cancel_all(), nonce=now + 1000 + i)])
     kept = chain.state.accounts[A.address].nonces

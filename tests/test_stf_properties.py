@@ -106,8 +106,12 @@ class OrderStream(RuleBasedStateMachine):
             action = order(side, price, size, kind="market", client_order_id=cloid)
         else:
             action = order(side, price, size, tif=tif, client_order_id=cloid)
-        self.queue(1 if tif == "post_only" else 2, owner, action, ("place", owner, buy, price, size,
-                                                                   "ioc" if tif == "market" else tif, cloid))
+        self.queue(
+            1 if tif == "post_only" else 2,
+            owner,
+            action,
+            ("place", owner, buy, price, size, "ioc" if tif == "market" else tif, cloid),
+        )
 
     @rule(owner=owners, buy=st.booleans(), price=prices, size=sizes, tif=tifs, cloid=cloids)
     def place_more(self, owner: int, buy: bool, price: int, size: int, tif: str, cloid: str) -> None:

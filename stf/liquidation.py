@@ -1,0 +1,176 @@
+"""Liquidation: book first, then the insurance fund, then auto-deleveraging.
+
+Theory of operation
+- At the end of every block, after prices and funding, the candidates are
+  accounts holding a position in a market whose mark moved or whose funding
+  was applied, plus every account touched in the block that holds a
+  position. They are examined in ascending address order; any with equity <
+  maintenance requirement (stf/margin.py) is liquidated, in full:
+  1. its open orders are cancelled (reason "liquidation");
+  2. per market (ascending id), an IOC reduce-only order closes the position
+     into the book, limited to the market's price band around the oracle; it
+     pays the liquidation fee (instead of the taker fee) to the insurance fund;
+  3. what is left is taken over by the insurance fund (an account at a
+     reserved address) at the *bankruptcy price* - the price at which the
+     account's equity is exactly zero (rounded so it is not negative) - if
+     the fund's equity stays >= 0 with the new position at mark;
+  4. otherwise auto-deleveraging: the opposite positions in that market are
+     ranked by profit x leverage (highest first, ties by address) and reduced
+     against the liquidated position at the bankruptcy price, no fees;
+  5. a negative balance left with no position is paid back to zero by the fund.
+- Every step moves value between accounts through fills and explicit
+  transfers, so the conserved total of stf/invariants.py holds exactly.
+"""
+
+from __future__ import annotations
+
+from stf.events import (
+    ADL,
+    CANCEL_LIQUIDATION,
+    DEFICIT_COVERED,
+    END_OF_BLOCK,
+    LIQUIDATION,
+    TAKEOVER,
+    Event,
+)
+from stf.funding import settle_funding
+from stf.keys import K_ACCOUNT, K_POSITION
+from stf.margin import compute_equity, compute_unrealized, is_liquidatable, maintenance_requirement
+from stf.matching import TIF_IOC, OrderRequest, cancel_resting, compute_band, execute_order
+from stf.positions import apply_fill
+from stf.state import INSURANCE_FUND, Account, MarketState, State
+
+NO_EQUITY_LEVERAGE = 1 << 62  # leverage rank of an account whose equity is <= 0
+
+
+def collect_candidates(state: State, moved_markets: list[int]) -> list[bytes]:
+    found: dict[bytes, None] = {}
+    for market_id in moved_markets:
+        found.update(state.markets[market_id].holders)
+    for key in state.dirty:
+        if key[:1] == K_ACCOUNT or key[:1] == K_POSITION:
+            account = state.accounts.get(key[1:21])
+            if account is not None and account.positions:
+                found[key[1:21]] = None
+    found.pop(INSURANCE_FUND, None)
+    return sorted(found)
+
+
+def liquidate_accounts(state: State, moved_markets: list[int], events: list[Event]) -> None:
+    for address in collect_candidates(state, moved_markets):
+        account = state.accounts[address]
+        if is_liquidatable(state, account):
+            liquidate(state, account, events)
+
+
+def liquidate(state: State, account: Account, events: list[Event]) -> None:
+    events.append(
+        (
+            LIQUIDATION,
+            account.address,
+            compute_equity(state, account),
+            maintenance_requirement(state, account),
+        )
+    )
+    for order in list(account.orders.values()):
+        cancel_resting(state, order, state.markets[order.market_id], CANCEL_LIQUIDATION, END_OF_BLOCK, events)
+    for market_id in sorted(account.positions):
+        close_into_book(state, account, state.markets[market_id], events)
+    for market_id in sorted(account.positions):
+        market = state.markets[market_id]
+        settle_funding(state, account, account.positions[market_id], market)
+        price = compute_bankruptcy_price(state, account, market)
+        if not take_over(state, account, market, price, events):
+            deleverage(state, account, market, price, events)
+    if not account.positions and account.collateral < 0:
+        cover_deficit(state, account, events)
+
+
+def close_into_book(state: State, account: Account, market: MarketState, events: list[Event]) -> None:
+    size = account.positions[market.spec.market_id].size
+    is_buy = size < 0
+    low, high = compute_band(market.oracle_price, market.spec.price_band_ppm)
+    request = OrderRequest(market, is_buy, high if is_buy else low, abs(size), TIF_IOC, True, "", True)
+    execute_order(state, account, request, END_OF_BLOCK, events)
+
+
+def compute_bankruptcy_price(state: State, account: Account, market: MarketState) -> int:
+    """Price closing this position at which the account's equity is zero (not below), >= 1."""
+    position = account.positions[market.spec.market_id]
+    scale = market.spec.notional_scale
+    other = compute_equity(state, account) - compute_unrealized(position, market.mark_price, scale)
+    held = abs(position.size) * scale
+    if position.size > 0:  # sells: equity = other + held*p - open_notional >= 0
+        price = -(-(position.open_notional - other) // held)
+    else:  # buys back: equity = other + open_notional - held*p >= 0
+        price = (other + position.open_notional) // held
+    return max(price, 1)
+
+
+def trade_at(
+    state: State,
+    market: MarketState,
+    seller_or_buyer: Account,
+    counterparty: Account,
+    is_buy: bool,
+    price: int,
+    size: int,
+    events: list[Event],
+) -> None:
+    """A fee-less transfer of `size` between two positions at `price` (the first side buys if is_buy)."""
+    apply_fill(state, seller_or_buyer, market, is_buy, price, size, END_OF_BLOCK, events)
+    apply_fill(state, counterparty, market, not is_buy, price, size, END_OF_BLOCK, events)
+
+
+def take_over(state: State, account: Account, market: MarketState, price: int, events: list[Event]) -> bool:
+    fund = state.insurance
+    size = account.positions[market.spec.market_id].size
+    scale = market.spec.notional_scale
+    gain = (market.mark_price - price) * size * scale  # the fund's unrealized on the new position
+    if compute_equity(state, fund) + gain < 0:
+        return False
+    trade_at(state, market, account, fund, size < 0, price, abs(size), events)
+    events.append((TAKEOVER, market.spec.market_id, account.address, size, price))
+    return True
+
+
+def compute_adl_rank(state: State, holder: Account, market: MarketState) -> int:
+    position = holder.positions[market.spec.market_id]
+    scale = market.spec.notional_scale
+    pnl_ppm = (
+        compute_unrealized(position, market.mark_price, scale) * 1_000_000 // max(position.open_notional, 1)
+    )
+    equity = compute_equity(state, holder)
+    notional = abs(position.size) * market.mark_price * scale
+    leverage_ppm = notional * 1_000_000 // equity if equity > 0 else NO_EQUITY_LEVERAGE
+    return pnl_ppm * leverage_ppm
+
+
+def deleverage(state: State, account: Account, market: MarketState, price: int, events: list[Event]) -> None:
+    market_id = market.spec.market_id
+    size = account.positions[market_id].size
+    opposite = [
+        address
+        for address in sorted(market.holders)
+        if address != account.address
+        and (state.accounts[address].positions[market_id].size > 0) != (size > 0)
+    ]
+    ranked = sorted(opposite, key=lambda a: (-compute_adl_rank(state, state.accounts[a], market), a))
+    remaining = abs(size)
+    for address in ranked:
+        if remaining == 0:
+            break
+        counterparty = state.accounts[address]
+        quantity = min(remaining, abs(counterparty.positions[market_id].size))
+        trade_at(state, market, account, counterparty, size < 0, price, quantity, events)
+        events.append((ADL, market_id, account.address, address, quantity, price))
+        remaining -= quantity
+
+
+def cover_deficit(state: State, account: Account, events: list[Event]) -> None:
+    deficit = -account.collateral
+    state.touch_account(account.address)
+    state.touch_account(INSURANCE_FUND)
+    account.collateral = 0
+    state.insurance.collateral -= deficit
+    events.append((DEFICIT_COVERED, account.address, deficit))

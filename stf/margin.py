@@ -1,0 +1,128 @@
+"""Cross-margin accounting: equity, requirements, and the pre-trade rule.
+
+Theory of operation (all integers, micro-USD; rounding against the account)
+- unrealized(position) at mark: long: size*mark*scale - open_notional;
+  short: open_notional - |size|*mark*scale.
+- equity = collateral + sum(unrealized) - sum(pending funding owed).
+- requirement of a size at mark with fraction f: ceil(|size|*mark*scale*f/PPM)
+  (f = initial or maintenance margin fraction of the market).
+- Open orders, worst case (the rule, close to dYdX's): per market, with
+  position s and the account's open non-reduce-only orders aggregated as
+  buys (size B, value BV) and sells (S, SV), the initial requirement is
+      max( IM(s),
+           IM(s + B) + (BV - B*mark)*scale,   # every buy fills at its price
+           IM(s - S) + (S*mark - SV)*scale )  # every sell fills at its price
+  i.e. the margin of the worst fill scenario plus the immediate loss of
+  filling above (buys) or below (sells) the mark. Markets are summed.
+- An order is accepted if equity - its worst-case taker fee >= the initial
+  requirement with the order included, or if including it does not raise the
+  requirement (so an account under initial margin can still reduce risk).
+  Reduce-only orders are exempt (they can only shrink a position).
+- A transfer must leave equity - amount >= the initial requirement.
+- An account is liquidatable when it holds positions and equity < the
+  maintenance requirement of its positions.
+"""
+
+from __future__ import annotations
+
+from stf.config import PPM
+from stf.funding import compute_owed
+from stf.state import Account, MarketState, Position, State
+
+
+def compute_unrealized(position: Position, mark: int, scale: int) -> int:
+    value = position.size * mark * scale
+    return value - position.open_notional if position.size > 0 else value + position.open_notional
+
+
+def compute_requirement(size: int, mark: int, scale: int, fraction_ppm: int) -> int:
+    return -(-abs(size) * mark * scale * fraction_ppm // PPM)
+
+
+def compute_equity(state: State, account: Account) -> int:
+    equity = account.collateral
+    markets = state.markets
+    for market_id, position in account.positions.items():
+        market = markets[market_id]
+        equity += compute_unrealized(position, market.mark_price, market.spec.notional_scale)
+        equity -= compute_owed(position, market.funding_index)
+    return equity
+
+
+def market_initial_requirement(
+    market: MarketState, size: int, buy_size: int, buy_value: int, sell_size: int, sell_value: int
+) -> int:
+    spec = market.spec
+    mark = market.mark_price
+    scale = spec.notional_scale
+    fraction = spec.initial_margin_ppm
+    need = compute_requirement(size, mark, scale, fraction)
+    if buy_size:
+        worst = (
+            compute_requirement(size + buy_size, mark, scale, fraction)
+            + (buy_value - buy_size * mark) * scale
+        )
+        need = max(need, worst)
+    if sell_size:
+        worst = (
+            compute_requirement(size - sell_size, mark, scale, fraction)
+            + (sell_size * mark - sell_value) * scale
+        )
+        need = max(need, worst)
+    return need
+
+
+def initial_requirement(
+    state: State,
+    account: Account,
+    extra_market: int = -1,
+    extra_is_buy: bool = False,
+    extra_price: int = 0,
+    extra_size: int = 0,
+) -> int:
+    """Initial requirement of positions and open orders, optionally with one more order."""
+    total = 0
+    market_ids = list(account.positions)
+    market_ids += [m for m in account.exposure if m not in account.positions]
+    if extra_market >= 0 and extra_market not in account.positions and extra_market not in account.exposure:
+        market_ids.append(extra_market)
+    for market_id in market_ids:
+        position = account.positions.get(market_id)
+        size = position.size if position is not None else 0
+        exp = account.exposure.get(market_id)
+        b, bv, s, sv = (exp.buy_size, exp.buy_value, exp.sell_size, exp.sell_value) if exp else (0, 0, 0, 0)
+        if market_id == extra_market:
+            if extra_is_buy:
+                b, bv = b + extra_size, bv + extra_price * extra_size
+            else:
+                s, sv = s + extra_size, sv + extra_price * extra_size
+        total += market_initial_requirement(state.markets[market_id], size, b, bv, s, sv)
+    return total
+
+
+def maintenance_requirement(state: State, account: Account) -> int:
+    total = 0
+    for market_id, position in account.positions.items():
+        market = state.markets[market_id]
+        spec = market.spec
+        total += compute_requirement(
+            position.size, market.mark_price, spec.notional_scale, spec.maintenance_margin_ppm
+        )
+    return total
+
+
+def has_margin_for_order(
+    state: State, account: Account, market: MarketState, is_buy: bool, price: int, size: int
+) -> bool:
+    spec = market.spec
+    fee = -(-price * size * spec.notional_scale * spec.taker_fee_ppm // PPM)
+    after = initial_requirement(state, account, spec.market_id, is_buy, price, size)
+    if compute_equity(state, account) - fee >= after:
+        return True
+    return after <= initial_requirement(state, account)
+
+
+def is_liquidatable(state: State, account: Account) -> bool:
+    return bool(account.positions) and compute_equity(state, account) < maintenance_requirement(
+        state, account
+    )
