@@ -1,0 +1,1 @@
+"""The ita validator / full-node process: storage, WAL, signing guard, mempool, gRPC services."""

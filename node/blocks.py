@@ -1,0 +1,152 @@
+"""Block ids, tx-list hashes and protobuf <-> stf conversions for blocks and results.
+
+Theory of operation
+- The block id is SHA-256 of an explicit canonical encoding of the header
+  (``header_bytes``), never of a protobuf serialization, which is not
+  canonical across implementations. The layout is documented in
+  proto/ita/v1/block.proto and fixed here; changing it is a hard fork.
+- ``txs_hash`` commits to the ordered list of transactions through their
+  tx hashes, so the block id commits to every header field and every tx.
+- ``check_block_shape`` validates what can be checked without state (field
+  lengths, txs_hash, chain id); state checks belong to the STF.
+- Conversions between ``stf.results.TxResult`` and ``block_pb2.TxResult`` are
+  exact inverses for every code the STF produces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from proto.ita.v1 import block_pb2
+from stf.block import BlockHeader as StfHeader
+from stf.results import Code, TxResult
+from stf.signing import ADDRESS_LEN, is_valid_chain_id, tx_hash
+
+BLOCK_DOMAIN_TAG = b"ita/block/v1\x00"
+TXS_DOMAIN_TAG = b"ita/txs/v1\x00"
+HASH_LEN = 32
+MAX_U64 = 2**64 - 1
+
+
+class BlockShapeError(ValueError):
+    """A block or header is malformed independently of any state."""
+
+
+def _short(value: bytes) -> bytes:
+    if len(value) > 255:
+        raise BlockShapeError(f"header field of {len(value)} bytes is longer than 255")
+    return bytes((len(value),)) + value
+
+
+def compute_txs_hash(txs: Sequence[bytes]) -> bytes:
+    """SHA-256("ita/txs/v1\\0" || u32be(n) || tx_hash(tx_0) || ...)."""
+    h = hashlib.sha256(TXS_DOMAIN_TAG)
+    h.update(len(txs).to_bytes(4, "big"))
+    for tx in txs:
+        h.update(tx_hash(tx))
+    return h.digest()
+
+
+def header_bytes(header: block_pb2.BlockHeader) -> bytes:
+    """The canonical header encoding hashed into the block id (see block.proto)."""
+    if not is_valid_chain_id(header.chain_id):
+        raise BlockShapeError(f"invalid chain id {header.chain_id!r}")
+    chain = header.chain_id.encode("ascii")
+    return b"".join(
+        (
+            BLOCK_DOMAIN_TAG,
+            _short(chain),
+            header.height.to_bytes(8, "big"),
+            header.time_ms.to_bytes(8, "big"),
+            _short(header.proposer),
+            _short(header.last_block_id),
+            _short(header.last_app_hash),
+            _short(header.txs_hash),
+        )
+    )
+
+
+def block_id(header: block_pb2.BlockHeader) -> bytes:
+    """The 32-byte id of the block with this header."""
+    return hashlib.sha256(header_bytes(header)).digest()
+
+
+def make_block(
+    chain_id: str,
+    height: int,
+    time_ms: int,
+    proposer: bytes,
+    last_block_id: bytes,
+    last_app_hash: bytes,
+    txs: Sequence[bytes],
+) -> block_pb2.Block:
+    header = block_pb2.BlockHeader(
+        chain_id=chain_id,
+        height=height,
+        time_ms=time_ms,
+        proposer=proposer,
+        last_block_id=last_block_id,
+        last_app_hash=last_app_hash,
+        txs_hash=compute_txs_hash(txs),
+    )
+    block = block_pb2.Block(header=header, txs=list(txs))
+    check_block_shape(block, chain_id)
+    return block
+
+
+def check_block_shape(block: block_pb2.Block, chain_id: str) -> None:
+    """Stateless validity: chain id, height >= 1, field lengths, txs_hash. Raises BlockShapeError."""
+    header = block.header
+    if header.chain_id != chain_id:
+        raise BlockShapeError(f"block is for chain {header.chain_id!r}, this is {chain_id!r}")
+    if header.height < 1:
+        raise BlockShapeError("block height must be >= 1")
+    if len(header.proposer) != ADDRESS_LEN:
+        raise BlockShapeError(f"proposer must be a {ADDRESS_LEN}-byte address, got {len(header.proposer)}")
+    expected_last = 0 if header.height == 1 else HASH_LEN
+    if len(header.last_block_id) != expected_last:
+        raise BlockShapeError(
+            f"last_block_id must be {expected_last} bytes at height {header.height}, "
+            f"got {len(header.last_block_id)}"
+        )
+    if len(header.last_app_hash) != HASH_LEN:
+        raise BlockShapeError(f"last_app_hash must be {HASH_LEN} bytes, got {len(header.last_app_hash)}")
+    if header.txs_hash != compute_txs_hash(block.txs):
+        raise BlockShapeError("txs_hash does not match the block's transactions")
+
+
+def stf_header(header: block_pb2.BlockHeader) -> StfHeader:
+    return StfHeader(height=header.height, time_ms=header.time_ms, proposer=header.proposer)
+
+
+def result_to_proto(result: TxResult) -> block_pb2.TxResult:
+    return block_pb2.TxResult(
+        code=int(result.code),
+        status=result.code.name.lower(),
+        reason=result.reason,
+        order_id=result.order_id,
+        items=[result_to_proto(item) for item in result.items],
+    )
+
+
+def result_from_proto(msg: block_pb2.TxResult) -> TxResult:
+    try:
+        code = Code(msg.code)
+    except ValueError:
+        raise BlockShapeError(f"unknown result code {msg.code}") from None
+    return TxResult(code, msg.reason, msg.order_id, [result_from_proto(item) for item in msg.items])
+
+
+def committed_block(
+    block: block_pb2.Block, certificate: bytes, results: Sequence[TxResult], app_hash: bytes
+) -> block_pb2.CommittedBlock:
+    if len(results) != len(block.txs):
+        raise BlockShapeError(f"{len(results)} results for {len(block.txs)} transactions")
+    return block_pb2.CommittedBlock(
+        block=block,
+        certificate=certificate,
+        results=[result_to_proto(r) for r in results],
+        app_hash=app_hash,
+        tx_hashes=[tx_hash(tx) for tx in block.txs],
+    )
