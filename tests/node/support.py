@@ -30,7 +30,9 @@ def proposer() -> bytes:
     return devnet_validator_key(0).address
 
 
-def transfer_tx(sender: int, nonce_offset: int, to: int = 1, amount: int = 1, chain_id: str = CHAIN_ID) -> bytes:
+def transfer_tx(
+    sender: int, nonce_offset: int, to: int = 1, amount: int = 1, chain_id: str = CHAIN_ID
+) -> bytes:
     """A signed transfer whose nonce is the genesis time + nonce_offset (inside the window)."""
     nonce = chain().genesis_time_ms + nonce_offset
     body = sdk_tx.tx_body(chain_id, nonce, sdk_tx.transfer(account(to).address, amount))
@@ -54,9 +56,8 @@ def build_chain(n_blocks: int, txs_per_block: int = 2) -> tuple[State, list[bloc
 
     for height in range(1, n_blocks + 1):
         txs = [transfer_tx(k % 4, height * 100 + k, to=(k + 1) % 4) for k in range(txs_per_block)]
-        block = make_block(
-            CHAIN_ID, height, chain().genesis_time_ms + height * BLOCK_MS, proposer(), last_id, state.app_hash, txs
-        )
+        time_ms = chain().genesis_time_ms + height * BLOCK_MS
+        block = make_block(CHAIN_ID, height, time_ms, proposer(), last_id, state.app_hash, txs)
         result = apply_block(state, stf_header(block.header), list(block.txs))
         cert = b"cert-" + height.to_bytes(8, "big")
         blocks.append(committed_block(block, cert, result.results, result.app_hash))

@@ -73,7 +73,8 @@ def test_block_shape_checks() -> None:
 
 
 def test_result_round_trip_mirrors_to_dict() -> None:
-    result = TxResult(Code.OK, "", 0, [TxResult(Code.OK, "", 42), TxResult(Code.INSUFFICIENT_MARGIN, "no margin")])
+    items = [TxResult(Code.OK, "", 42), TxResult(Code.INSUFFICIENT_MARGIN, "no margin")]
+    result = TxResult(Code.OK, "", 0, items)
     msg = result_to_proto(result)
     assert msg.status == "ok" and msg.items[1].status == "insufficient_margin" and msg.items[0].order_id == 42
     back = result_from_proto(block_pb2.TxResult.FromString(msg.SerializeToString()))
