@@ -48,7 +48,7 @@ def keys(n: int, prefix: bytes = b"acct") -> list[Key]:
 
 
 def make_config(
-    accounts: Sequence[Key],
+    funded: Sequence[Key],
     validators: Sequence[Key] = (),
     markets: Sequence[MarketSpec] | None = None,
     collateral: int = 1_000_000 * USD,
@@ -59,7 +59,7 @@ def make_config(
         genesis_time_ms=GENESIS_MS,
         validators=tuple(ValidatorSpec(v.public_key, 10) for v in validators),
         markets=tuple(markets) if markets is not None else (make_market(),),
-        accounts=tuple((k.address, collateral) for k in accounts),
+        accounts=tuple((k.address, collateral) for k in funded),
         faucet_enabled=True,
         faucet_max_per_account=10_000 * USD,
         max_open_orders_per_account=50,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sdk import tx as sdk_tx
+from stf.events import FUNDING, LIQUIDATION, TAKEOVER, TRADE
 from stf.snapshot import SnapshotError, decode_snapshot, encode_snapshot, full_hash
 from tests.stf_support import USD, Chain, keys, make_config, make_market, order
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = keys(6, b"det")
 VALIDATORS = keys(3, b"detval")
 MARKETS = [
-    make_market(0),
+    make_market(0, funding_interval_ms=2_000),
     make_market(
         1,
         "ETH-PERP",
@@ -30,32 +31,45 @@ MARKETS = [
         min_size=1,
         price_decimals=1,
         size_decimals=3,
+        funding_interval_ms=3_000,
     ),
 ]
+# (collateral, oracle swing in ticks, order size multiplier, seed): deep pockets; thin collateral with a
+# drifting oracle, which liquidates (checked below so the workload keeps covering the risk engine)
+WORKLOADS = ((1_000_000 * USD, 20, 1, 7), (3_000 * USD, 4_000, 40, 3))
 
 
-def build_chain() -> Chain:
-    return Chain(make_config(ACCOUNTS, validators=VALIDATORS, markets=MARKETS), verify=False)
+def build_chain(collateral: int = 1_000_000 * USD) -> Chain:
+    config = make_config(ACCOUNTS, validators=VALIDATORS, markets=MARKETS, collateral=collateral)
+    return Chain(config, verify=False)
 
 
-def random_blocks(chain: Chain, n_blocks: int, seed: int = 7) -> list[list[bytes]]:
+def random_blocks(
+    chain: Chain, n_blocks: int, seed: int = 7, swing: int = 20, size_mult: int = 1
+) -> list[list[bytes]]:
     """Pre-signed blocks of mixed actions (applied by the caller)."""
     rng = random.Random(seed)
     blocks: list[list[bytes]] = []
     next_id = 1
+    mids = {"BTC-PERP": 600_000, "ETH-PERP": 30_000}  # drifts with the validators' submissions
     for _ in range(n_blocks):
         txs = []
         for _ in range(rng.randint(0, 12)):
             who = rng.choice(ACCOUNTS)
             roll = rng.random()
-            market, mid, tick = rng.choice([("BTC-PERP", 600_000, 5), ("ETH-PERP", 30_000, 1)])
+            market, tick = rng.choice([("BTC-PERP", 5), ("ETH-PERP", 1)])
+            mid = mids[market]
             lot = 10 if market == "BTC-PERP" else 1
-            if roll < 0.6:
+            if roll < 0.1:
+                action = order(
+                    rng.choice(["buy", "sell"]), mid, rng.randint(50, 400) * lot, market=market, tif="ioc"
+                )
+            elif roll < 0.6:
                 tif = rng.choice(["gtc", "gtc", "ioc", "post_only"])
                 action: sdk_tx.Action = order(
                     rng.choice(["buy", "sell"]),
                     mid + rng.randint(-8, 8) * tick,
-                    rng.randint(2, 9) * lot,
+                    rng.randint(2, 9) * lot * size_mult,
                     market=market,
                     tif=tif,
                     client_order_id=rng.choice(["", "", "x", "y"]),
@@ -71,17 +85,31 @@ def random_blocks(chain: Chain, n_blocks: int, seed: int = 7) -> list[list[bytes
                 action = sdk_tx.faucet(rng.randint(1, 50) * USD)
             else:
                 who = rng.choice(VALIDATORS)
-                action = sdk_tx.oracle_prices({market: mid + rng.randint(-20, 20) * tick})
+                mids[market] = max(100 * tick, mid + rng.randint(-swing, swing) * tick)
+                action = sdk_tx.oracle_prices({market: mids[market]})
             txs.append(chain.tx(who, action))
         blocks.append(txs)
     return blocks
 
 
 def replay_hash(n_blocks: int = 150) -> str:
-    chain = build_chain()
-    for txs in random_blocks(chain, n_blocks):
-        chain.block(txs)
-    return chain.state.app_hash.hex()
+    """Two workloads: deep pockets, and thin collateral with large oracle swings (liquidations)."""
+    out = []
+    for collateral, swing, size_mult, seed in WORKLOADS:
+        chain = build_chain(collateral)
+        for txs in random_blocks(chain, n_blocks, seed=seed, swing=swing, size_mult=size_mult):
+            chain.block(txs)
+        out.append(chain.state.app_hash.hex())
+    return ",".join(out)
+
+
+def test_workloads_cover_funding_and_liquidation() -> None:
+    collateral, swing, size_mult, seed = WORKLOADS[1]
+    chain = build_chain(collateral)
+    seen: set[int] = set()
+    for txs in random_blocks(chain, 150, seed=seed, swing=swing, size_mult=size_mult):
+        seen.update(e[0] for e in chain.block(txs).events)
+    assert {LIQUIDATION, TAKEOVER, FUNDING, TRADE} <= seen
 
 
 def test_same_blocks_same_hash_across_hash_seeds() -> None:
@@ -102,7 +130,7 @@ def test_same_blocks_same_hash_across_hash_seeds() -> None:
             timeout=300,
         )
         hashes.append(out.stdout.strip())
-    assert len(hashes[0]) == 64
+    assert len(hashes[0]) == 129
     assert hashes[0] == hashes[1] == hashes[2]
 
 
