@@ -11,6 +11,7 @@ from sdk import tx as sdk_tx
 from sdk.keys import Key, devnet_account_key, devnet_validator_key
 from stf.block import apply_block, genesis_state
 from stf.config import ChainConfig
+from stf.snapshot import encode_snapshot
 from stf.state import State
 
 CHAIN_ID = DEVNET_CHAIN_ID
@@ -47,8 +48,13 @@ def corrupt_signature(raw: bytes) -> bytes:
     return signed.SerializeToString(deterministic=True)
 
 
-def build_chain(n_blocks: int, txs_per_block: int = 2) -> tuple[State, list[block_pb2.CommittedBlock]]:
-    """Apply n blocks of transfers to the genesis state; return the state and the committed blocks."""
+def build_chain(
+    n_blocks: int, txs_per_block: int = 2, snapshots: dict[int, bytes] | None = None, snapshot_every: int = 0
+) -> tuple[State, list[block_pb2.CommittedBlock]]:
+    """Apply n blocks of transfers to the genesis state; return the state and the committed blocks.
+
+    With ``snapshots`` and ``snapshot_every``, snapshots[h] = encode_snapshot(state after h) every N blocks.
+    """
     state = genesis_state(chain())
     blocks: list[block_pb2.CommittedBlock] = []
     last_id = b""
@@ -62,4 +68,6 @@ def build_chain(n_blocks: int, txs_per_block: int = 2) -> tuple[State, list[bloc
         cert = b"cert-" + height.to_bytes(8, "big")
         blocks.append(committed_block(block, cert, result.results, result.app_hash))
         last_id = block_id(block.header)
+        if snapshots is not None and snapshot_every and height % snapshot_every == 0:
+            snapshots[height] = encode_snapshot(state)
     return state, blocks
