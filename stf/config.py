@@ -81,12 +81,11 @@ class ChainConfig:
     liquidation_fee_ppm: int = 5_000
     max_block_txs: int = 5_000
     max_block_bytes: int = 4 * 1024 * 1024
-    market_by_symbol: dict[str, MarketSpec] = field(default_factory=dict, compare=False, repr=False)
+    market_by_symbol: dict[str, MarketSpec] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.market_by_symbol.clear()
-        for spec in self.markets:
-            self.market_by_symbol[spec.symbol] = spec
+        # a fresh dict per instance (dataclasses.replace must not share or clear another's index)
+        object.__setattr__(self, "market_by_symbol", {spec.symbol: spec for spec in self.markets})
 
     def is_validator(self, address: bytes) -> bool:
         return any(v.address == address for v in self.validators)

@@ -342,3 +342,12 @@ def test_invalid_block_headers(chain: Chain) -> None:
         apply_block(chain.state, BlockHeader(chain.state.height + 2, chain.state.time_ms + 1), [])
     with pytest.raises(InvalidBlock):
         apply_block(chain.state, BlockHeader(chain.state.height + 1, chain.state.time_ms - 1), [])
+
+
+def test_config_replace_keeps_each_market_index() -> None:
+    import dataclasses
+
+    base = make_config([A])
+    other = dataclasses.replace(base, markets=(make_market(0, "ETH-PERP"),))
+    assert list(base.market_by_symbol) == ["BTC-PERP"]
+    assert list(other.market_by_symbol) == ["ETH-PERP"]
