@@ -1,0 +1,292 @@
+"""Mempool: admission, bounds, arrival order, reaping and post-commit recheck.
+
+Theory of operation
+-------------------
+One owner (the node's event loop) calls every method; nothing here locks or
+does I/O. Admission of a raw tx has two halves around the verifier pool:
+
+1. ``precheck(raw)`` -- cheap, before any signature work: size, duplicate
+   (pool or recently-seen cache), pool full. ``None`` means "verify it".
+2. ``add_verified(v)`` -- after ``node.verify``: the stateless verdict, the
+   duplicate and bound checks again (other txs may have arrived meanwhile),
+   a pending tx of the same account with the same nonce, the per-account
+   limit, then ``check_tx(v)``: the app's stateful check against the latest
+   committed state (``check_tx_against_state`` below: account exists, nonce
+   unused, not too old, inside the window around the last block time).
+
+Every rejection is an ``Admission`` with a stable code: stf.results.Code
+values (1..99) for what the STF would also refuse, ``MempoolCode`` (100+)
+for mempool-only reasons. Admitted txs keep their arrival order; ``reap``
+returns the longest arrival-order prefix within (max_txs, max_bytes).
+
+Duplicate cache: a bounded LRU of tx hashes, recorded when a tx is admitted
+or committed (a resubmission is DUPLICATE), or when it fails a check that
+depends only on its bytes -- malformed, bad signature, wrong chain, too large:
+it can never become valid, so the cached verdict is answered again without
+re-verifying. Stateful rejections (nonce, unknown account) and "full" are not
+cached, so the same bytes may be resubmitted later.
+
+``update(committed, recheck)`` after each commit removes included txs and,
+if asked, re-runs ``check_tx`` on every remaining tx (in arrival order) and
+drops those now invalid (e.g. a nonce consumed by a tx that arrived through
+another validator).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from node.config import MempoolConfig
+from node.verify import Verified
+from stf.block import MAX_TX_BYTES
+from stf.nonces import check_nonce
+from stf.results import Code, Rejected
+from stf.signing import tx_hash
+from stf.state import State
+
+__all__ = [
+    "Admission",
+    "CheckTx",
+    "Mempool",
+    "MempoolCode",
+    "MempoolTx",
+    "check_tx_against_state",
+    "code_status",
+]
+
+
+class MempoolCode(IntEnum):
+    MEMPOOL_FULL = 100
+    DUPLICATE = 101
+    ACCOUNT_LIMIT = 102
+    VERIFY_UNAVAILABLE = 103
+
+
+# Rejections that depend only on the tx bytes: the same bytes can never be admitted later.
+_PERMANENT = frozenset(
+    {Code.MALFORMED_TX, Code.BAD_SIGNATURE, Code.WRONG_CHAIN_ID, Code.EMPTY_ACTION, Code.TX_TOO_LARGE}
+)
+
+CheckTx = Callable[[Verified], "tuple[int, str] | None"]  # None: acceptable, else (code, reason)
+
+
+def code_status(code: int) -> str:
+    """Lower-case name of an admission code ("ok", "bad_signature", "mempool_full", ...)."""
+    for enum in (Code, MempoolCode):
+        try:
+            return enum(code).name.lower()
+        except ValueError:
+            continue
+    return f"code_{code}"
+
+
+def check_tx_against_state(state: State, v: Verified) -> tuple[int, str] | None:
+    """The stateful admission check, exactly the STF's envelope rules (stf/block.py apply_tx)."""
+    account = state.accounts.get(v.sender)
+    if account is None and v.action != "faucet":
+        return int(Code.UNKNOWN_ACCOUNT), "the sending account does not exist (fund it first)"
+    try:
+        check_nonce(state, account, v.nonce)
+    except Rejected as r:
+        return int(r.code), r.reason
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    hash: bytes
+    accepted: bool
+    code: int
+    reason: str = ""
+
+    @property
+    def status(self) -> str:
+        return code_status(self.code)
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolTx:
+    raw: bytes
+    verified: Verified  # the stateless verdict: hash, sender, nonce, action
+    seq: int  # arrival number
+
+    @property
+    def hash(self) -> bytes:
+        return self.verified.hash
+
+    @property
+    def sender(self) -> bytes:
+        return self.verified.sender
+
+    @property
+    def nonce(self) -> int:
+        return self.verified.nonce
+
+
+class Mempool:
+    def __init__(self, config: MempoolConfig, check_tx: CheckTx) -> None:
+        self.config = config
+        self.check_tx = check_tx
+        self._txs: dict[bytes, MempoolTx] = {}  # insertion order == arrival order
+        self._by_account: dict[bytes, dict[int, bytes]] = {}  # sender -> nonce -> hash
+        # tx hash -> None (admitted or committed) or the permanent rejection (code, reason)
+        self._cache: OrderedDict[bytes, tuple[int, str] | None] = OrderedDict()
+        self._bytes = 0
+        self._seq = 0
+        self.admitted_total = 0
+        self.rejected_total: Counter[int] = Counter()  # by code
+        self.committed_removed_total = 0
+        self.recheck_evicted_total = 0
+
+    # ------------------------------------------------------------------ inspection
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._txs
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, digest: bytes) -> bytes | None:
+        tx = self._txs.get(digest)
+        return tx.raw if tx is not None else None
+
+    def account_count(self, sender: bytes) -> int:
+        return len(self._by_account.get(sender, ()))
+
+    def stats(self) -> dict[str, int]:
+        """Metrics-ready numbers (gauges and counters)."""
+        return {
+            "size": len(self._txs),
+            "bytes": self._bytes,
+            "cache_size": len(self._cache),
+            "admitted_total": self.admitted_total,
+            "rejected_total": sum(self.rejected_total.values()),
+            "committed_removed_total": self.committed_removed_total,
+            "recheck_evicted_total": self.recheck_evicted_total,
+        }
+
+    # ------------------------------------------------------------------ cache
+
+    def _remember(self, digest: bytes, verdict: tuple[int, str] | None = None) -> None:
+        self._cache[digest] = verdict
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+
+    def seen(self, digest: bytes) -> bool:
+        return digest in self._txs or digest in self._cache
+
+    # ------------------------------------------------------------------ admission
+
+    def _reject(self, digest: bytes, code: int, reason: str) -> Admission:
+        self.rejected_total[code] += 1
+        return Admission(digest, False, code, reason)
+
+    def _full(self, size: int) -> str | None:
+        if len(self._txs) >= self.config.max_txs:
+            return f"mempool holds {len(self._txs)} txs, the maximum"
+        if self._bytes + size > self.config.max_bytes:
+            return f"mempool holds {self._bytes} bytes; {size} more exceeds {self.config.max_bytes}"
+        return None
+
+    def precheck(self, raw: bytes) -> Admission | None:
+        """Cheap checks before signature verification; None: send it to the verifiers."""
+        digest = tx_hash(raw)
+        if len(raw) > MAX_TX_BYTES:
+            reason = f"transaction is {len(raw)} bytes; at most {MAX_TX_BYTES}"
+            return self._reject(digest, Code.TX_TOO_LARGE, reason)
+        verdict = self._cache.get(digest)
+        if verdict is not None:
+            self._cache.move_to_end(digest)
+            return self._reject(digest, verdict[0], verdict[1])
+        if self.seen(digest):
+            return self._reject(digest, MempoolCode.DUPLICATE, "transaction already seen")
+        full = self._full(len(raw))
+        if full is not None:
+            return self._reject(digest, MempoolCode.MEMPOOL_FULL, full)
+        return None
+
+    def add_verified(self, raw: bytes, v: Verified) -> Admission:
+        """Admit ``raw`` given its stateless verdict ``v`` (from node.verify)."""
+        if v.hash != tx_hash(raw):
+            raise ValueError("verification result does not belong to this tx")
+        if v.code != Code.OK:
+            if v.code in _PERMANENT:
+                self._remember(v.hash, (v.code, v.reason))
+            return self._reject(v.hash, v.code, v.reason)
+        if self.seen(v.hash):
+            return self._reject(v.hash, MempoolCode.DUPLICATE, "transaction already seen")
+        full = self._full(v.size)
+        if full is not None:
+            return self._reject(v.hash, MempoolCode.MEMPOOL_FULL, full)
+        pending = self._by_account.get(v.sender, {})
+        if v.nonce in pending:
+            return self._reject(v.hash, Code.NONCE_USED, f"nonce {v.nonce} is used by a pending transaction")
+        if len(pending) >= self.config.max_txs_per_account:
+            return self._reject(
+                v.hash, MempoolCode.ACCOUNT_LIMIT,
+                f"account has {len(pending)} pending transactions, the maximum",
+            )
+        verdict = self.check_tx(v)
+        if verdict is not None:
+            return self._reject(v.hash, verdict[0], verdict[1])
+        self._seq += 1
+        self._txs[v.hash] = MempoolTx(raw, v, self._seq)
+        self._by_account.setdefault(v.sender, {})[v.nonce] = v.hash
+        self._bytes += len(raw)
+        self._remember(v.hash)
+        self.admitted_total += 1
+        return Admission(v.hash, True, int(Code.OK))
+
+    def reject_unverified(self, raw: bytes, reason: str) -> Admission:
+        """The verifier pool failed: answer the client without admitting the tx."""
+        return self._reject(tx_hash(raw), MempoolCode.VERIFY_UNAVAILABLE, reason)
+
+    # ------------------------------------------------------------------ proposer / commit
+
+    def reap(self, max_txs: int, max_bytes: int) -> list[bytes]:
+        """The longest arrival-order prefix of at most ``max_txs`` txs and ``max_bytes`` bytes."""
+        out: list[bytes] = []
+        total = 0
+        for tx in self._txs.values():
+            if len(out) >= max_txs or total + len(tx.raw) > max_bytes:
+                break
+            out.append(tx.raw)
+            total += len(tx.raw)
+        return out
+
+    def _remove(self, digest: bytes) -> MempoolTx | None:
+        tx = self._txs.pop(digest, None)
+        if tx is None:
+            return None
+        self._bytes -= len(tx.raw)
+        pending = self._by_account[tx.sender]
+        del pending[tx.nonce]
+        if not pending:
+            del self._by_account[tx.sender]
+        return tx
+
+    def update(self, committed: Iterable[bytes], recheck: bool = True) -> list[bytes]:
+        """After a commit: drop committed txs (by hash), then optionally recheck the rest.
+
+        Returns the hashes evicted by the recheck (now invalid), in arrival order.
+        """
+        for digest in committed:
+            self._remember(digest)
+            if self._remove(digest) is not None:
+                self.committed_removed_total += 1
+        evicted: list[bytes] = []
+        if recheck:
+            for tx in list(self._txs.values()):
+                if self.check_tx(tx.verified) is not None:
+                    self._remove(tx.hash)
+                    evicted.append(tx.hash)
+            self.recheck_evicted_total += len(evicted)
+        return evicted

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from node.config import MempoolConfig
+from node.mempool import Admission, Mempool, MempoolCode, check_tx_against_state, code_status
+from node.verify import VerifierPool, verify_tx
+from sdk import tx as sdk_tx
+from stf.block import BlockHeader, apply_block, genesis_state
+from stf.results import Code
+from stf.signing import tx_hash
+from stf.state import State
+from tests.node.support import CHAIN_ID, account, chain, corrupt_signature, transfer_tx
+
+
+def make_pool(state: State, **limits: int) -> Mempool:
+    return Mempool(MempoolConfig(**limits), lambda v: check_tx_against_state(state, v))
+
+
+def submit(mp: Mempool, raw: bytes) -> Admission:
+    early = mp.precheck(raw)
+    return early if early is not None else mp.add_verified(raw, verify_tx(raw, CHAIN_ID))
+
+
+def nonce_tx(sender: int, nonce: int, amount: int = 1) -> bytes:
+    body = sdk_tx.tx_body(CHAIN_ID, nonce, sdk_tx.transfer(account((sender + 1) % 4).address, amount))
+    return sdk_tx.sign_tx(account(sender), CHAIN_ID, body)
+
+
+def test_admission_and_typed_rejections() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state)
+    good = transfer_tx(0, 1)
+    first = submit(mp, good)
+    assert first.accepted and first.code == 0 and first.status == "ok" and first.hash == tx_hash(good)
+    again = submit(mp, good)
+    assert (again.accepted, again.code, again.status) == (False, MempoolCode.DUPLICATE, "duplicate")
+    same_nonce = transfer_tx(0, 1, amount=2)  # other bytes, same account and nonce
+    assert submit(mp, same_nonce).code == Code.NONCE_USED
+    bad = corrupt_signature(transfer_tx(1, 1))
+    assert submit(mp, bad).status == "bad_signature"
+    assert submit(mp, bad).status == "bad_signature"  # answered from the cache, not as "duplicate"
+    assert submit(mp, transfer_tx(1, 1, chain_id="elsewhere")).code == Code.WRONG_CHAIN_ID
+    assert submit(mp, b"\x00" * 70_000).code == Code.TX_TOO_LARGE
+    now = chain().genesis_time_ms
+    pay = sdk_tx.transfer(account(0).address, 1)
+    stranger = sdk_tx.sign_tx(account(9), CHAIN_ID, sdk_tx.tx_body(CHAIN_ID, now, pay))
+    assert submit(mp, stranger).code == Code.UNKNOWN_ACCOUNT
+    faucet = sdk_tx.sign_tx(account(9), CHAIN_ID, sdk_tx.tx_body(CHAIN_ID, now, sdk_tx.faucet(1)))
+    assert submit(mp, faucet).accepted  # the STF lets a faucet tx create its account
+    future = nonce_tx(2, chain().genesis_time_ms + chain().nonce_window_future_ms + 1)
+    assert submit(mp, future).code == Code.NONCE_OUT_OF_WINDOW
+    assert submit(mp, future).code == Code.NONCE_OUT_OF_WINDOW  # stateful: not cached as a duplicate
+    assert len(mp) == 2 and mp.get(tx_hash(good)) == good and tx_hash(good) in mp
+    stats = mp.stats()
+    assert stats["size"] == 2 and stats["bytes"] == len(good) + len(faucet) and stats["admitted_total"] == 2
+    assert mp.rejected_total[MempoolCode.DUPLICATE] == 1 and mp.rejected_total[Code.BAD_SIGNATURE] == 2
+
+
+def test_code_status_names() -> None:
+    assert code_status(0) == "ok" and code_status(2) == "bad_signature"
+    assert code_status(100) == "mempool_full" and code_status(102) == "account_limit"
+    assert code_status(999) == "code_999"
+
+
+def test_bounds_on_count_bytes_and_per_account() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state, max_txs=3, max_txs_per_account=2)
+    assert [submit(mp, transfer_tx(0, i)).accepted for i in range(1, 4)] == [True, True, False]
+    assert submit(mp, transfer_tx(0, 3)).code == MempoolCode.ACCOUNT_LIMIT
+    assert submit(mp, transfer_tx(1, 1)).accepted
+    full = submit(mp, transfer_tx(2, 1))
+    assert full.code == MempoolCode.MEMPOOL_FULL and "maximum" in full.reason
+    size = len(transfer_tx(0, 1))
+    mp = make_pool(state, max_bytes=2 * size + 10)
+    assert [submit(mp, transfer_tx(k, 1)).status for k in range(3)] == ["ok", "ok", "mempool_full"]
+    assert mp.size_bytes == 2 * size
+
+
+def test_full_is_checked_again_after_verification() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state, max_txs=1)
+    a, b = transfer_tx(0, 1), transfer_tx(1, 1)
+    assert mp.precheck(a) is None and mp.precheck(b) is None  # both in flight to the verifiers
+    assert mp.add_verified(a, verify_tx(a, CHAIN_ID)).accepted
+    assert mp.add_verified(b, verify_tx(b, CHAIN_ID)).code == MempoolCode.MEMPOOL_FULL
+    assert mp.precheck(b) is not None  # ... and a later precheck sees the pool full
+    with pytest.raises(ValueError, match="does not belong"):
+        mp.add_verified(a, verify_tx(b, CHAIN_ID))
+
+
+def test_reap_is_an_arrival_order_prefix() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state)
+    txs = [transfer_tx(i % 4, 10 + i) for i in range(8)]
+    for raw in txs:
+        assert submit(mp, raw).accepted
+    assert mp.reap(100, 10**9) == txs
+    assert mp.reap(3, 10**9) == txs[:3]
+    assert mp.reap(100, len(txs[0]) * 2 + len(txs[2]) - 1) == txs[:2]
+    assert mp.reap(0, 10**9) == []
+
+
+def test_update_removes_committed_and_rechecks() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state)
+    n = chain().genesis_time_ms
+    pending = [nonce_tx(0, n + 1), nonce_tx(0, n + 2), nonce_tx(1, n + 1), nonce_tx(2, n + 1)]
+    for raw in pending:
+        assert submit(mp, raw).accepted
+    # A block from another proposer: pending[0] plus a *different* tx of account 2 with the same nonce.
+    rival = nonce_tx(2, n + 1, amount=7)
+    block = [pending[0], rival]
+    result = apply_block(state, BlockHeader(height=1, time_ms=n + 500), block)
+    assert all(r.ok for r in result.results)
+    evicted = mp.update([tx_hash(t) for t in block], recheck=True)
+    assert evicted == [tx_hash(pending[3])]  # its nonce is now used
+    assert mp.reap(100, 10**9) == [pending[1], pending[2]]
+    assert mp.account_count(account(0).address) == 1 and mp.account_count(account(2).address) == 0
+    assert submit(mp, pending[0]).code == MempoolCode.DUPLICATE  # committed txs are remembered
+    assert mp.stats()["committed_removed_total"] == 1 and mp.stats()["recheck_evicted_total"] == 1
+    assert mp.update([], recheck=False) == []
+
+
+def test_duplicate_cache_is_bounded() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state, cache_size=2)
+    txs = [transfer_tx(0, i) for i in range(1, 4)]
+    for raw in txs:
+        assert submit(mp, raw).accepted
+    mp.update([tx_hash(t) for t in txs], recheck=False)
+    assert mp.stats()["cache_size"] == 2
+    assert mp.seen(tx_hash(txs[2])) and not mp.seen(tx_hash(txs[0]))
+
+
+def test_worker_pool_feeds_the_mempool_sanity() -> None:
+    """Benchmark-ish sanity check: a few hundred txs through real workers; prints rates, asserts no timing."""
+    state = genesis_state(chain())
+    mp = make_pool(state)
+    txs = [transfer_tx(i % 4, 100 + i) for i in range(400)]
+    txs[123] = corrupt_signature(txs[123])
+    with VerifierPool(CHAIN_ID, workers=2, batch_max=64) as pool:
+        pool.warm_up()
+        start = time.perf_counter()
+        fresh = [raw for raw in txs if mp.precheck(raw) is None]
+        verdicts = pool.verify(fresh)
+        admissions = [mp.add_verified(raw, v) for raw, v in zip(fresh, verdicts, strict=True)]
+        elapsed = time.perf_counter() - start
+    assert sum(a.accepted for a in admissions) == 399 and admissions[123].status == "bad_signature"
+    assert len(mp) == 399
+    rate = round(len(txs) / elapsed)
+    print(json.dumps({"name": "mempool_admission_sanity", "txs": len(txs), "tx_per_s": rate}))

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections.abc import Iterator
+
+import pytest
+
+from node.verify import Verified, VerifierPool, VerifierUnavailable, verify_batch, verify_tx
+from proto.ita.v1 import tx_pb2
+from stf.block import MAX_TX_BYTES, decode_tx
+from stf.results import Code, TxResult
+from stf.signing import signing_message, tx_hash, verify_signature
+from tests.node.support import CHAIN_ID, account, corrupt_signature, transfer_tx
+
+
+def signed(body: tx_pb2.TxBody, key_index: int = 0) -> bytes:
+    body_bytes = body.SerializeToString()
+    signature = account(key_index).sign(signing_message(body.chain_id, body_bytes))
+    envelope = tx_pb2.SignedTx(body=body_bytes, public_key=account(key_index).public_key, signature=signature)
+    return envelope.SerializeToString()
+
+
+def test_a_good_tx() -> None:
+    raw = transfer_tx(2, 5)
+    v = verify_tx(raw, CHAIN_ID)
+    assert v.ok and v.hash == tx_hash(raw) and v.size == len(raw)
+    assert (v.sender, v.action) == (account(2).address, "transfer") and v.nonce > 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "reason"),
+    [
+        (corrupt_signature(transfer_tx(0, 1)), Code.BAD_SIGNATURE, "bad_signature"),
+        (transfer_tx(0, 1, chain_id="other-chain"), Code.WRONG_CHAIN_ID, "other-chain"),
+        (b"\xff\xff\xff", Code.MALFORMED_TX, "protobuf"),
+        (b"\x00" * (MAX_TX_BYTES + 1), Code.TX_TOO_LARGE, "at most"),
+        (signed(tx_pb2.TxBody(chain_id=CHAIN_ID, nonce=1)), Code.EMPTY_ACTION, "no action"),
+    ],
+)
+def test_rejections_match_the_stf(raw: bytes, code: Code, reason: str) -> None:
+    v = verify_tx(raw, CHAIN_ID)
+    assert v.code == code and reason in v.reason and not v.ok
+    stf = decode_tx(0, raw, CHAIN_ID, verify_signature)
+    assert isinstance(stf, TxResult) and stf.code == code
+
+
+def test_a_malformed_chain_id_is_a_rejection_not_a_crash() -> None:
+    # stf.signing.signing_message raises ValueError for such chain ids; verify_tx must not get there.
+    body = tx_pb2.TxBody(chain_id="", nonce=1, faucet=tx_pb2.Faucet(amount=1))
+    envelope = tx_pb2.SignedTx(body=body.SerializeToString(), public_key=b"k" * 32, signature=b"s" * 64)
+    raw = envelope.SerializeToString()
+    assert verify_tx(raw, CHAIN_ID).code == Code.WRONG_CHAIN_ID
+    assert verify_batch([raw, transfer_tx(0, 1)], CHAIN_ID)[1].ok
+
+
+def test_verified_pickles() -> None:
+    v = verify_tx(transfer_tx(1, 1), CHAIN_ID)
+    assert pickle.loads(pickle.dumps(v)) == v
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[VerifierPool]:
+    with VerifierPool(CHAIN_ID, workers=2, batch_max=16) as p:
+        p.warm_up()
+        yield p
+
+
+def test_worker_pool_flags_the_one_bad_signature(pool: VerifierPool) -> None:
+    txs = [transfer_tx(i % 4, 1000 + i) for i in range(50)]
+    txs[17] = corrupt_signature(txs[17])
+    results = pool.verify(txs)
+    assert [r.hash for r in results] == [tx_hash(t) for t in txs]  # order preserved across batches
+    assert [i for i, r in enumerate(results) if not r.ok] == [17]
+    assert results[17].code == Code.BAD_SIGNATURE
+    assert results == verify_batch(txs, CHAIN_ID)
+
+
+def test_worker_pool_async(pool: VerifierPool) -> None:
+    txs = [transfer_tx(0, 2000 + i) for i in range(20)] + [b"junk"]
+    results = asyncio.run(pool.verify_async(txs))
+    assert [r.ok for r in results] == [True] * 20 + [False]
+    assert pool.verify([]) == []
+
+
+def test_closed_pool_is_unavailable() -> None:
+    p = VerifierPool(CHAIN_ID, workers=1)
+    p.close()
+    with pytest.raises(VerifierUnavailable, match="closed"):
+        p.verify([transfer_tx(0, 1)])
+    with pytest.raises(ValueError):
+        VerifierPool(CHAIN_ID, workers=0)
+
+
+def test_verify_tx_is_total() -> None:
+    assert all(isinstance(v, Verified) for v in verify_batch([b"", b"\x0a\x00", b"\x12\x01"], CHAIN_ID))
