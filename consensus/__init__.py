@@ -43,7 +43,13 @@ from consensus.messages import (
     encode_message,
 )
 from consensus.proposer import ProposerSelector
-from consensus.signguard import GuardDecision, GuardedSigner, SignState, check_sign_request
+from consensus.signguard import (
+    GuardDecision,
+    GuardedSigner,
+    SignState,
+    check_sign_request,
+    recover_signed_votes,
+)
 from consensus.snapshot import CoreSnapshot
 from consensus.types import NIL, Step, VoteType, compute_address, compute_block_id
 from consensus.validators import Validator, ValidatorSet
@@ -58,6 +64,6 @@ __all__ = [
     "ProposerSelector", "RequestProposal", "ScheduleTimeout", "SignRefused", "SignRequest", "SignState",
     "SignedProposal", "SignedVote", "Signer", "StartHeight", "Step", "Timeout", "ValidateBlock", "Validator",
     "ValidatorSet", "Verifier", "Vote", "VoteType", "WalAppend", "check_sign_request", "compute_address",
-    "compute_block_id", "decode_input", "decode_message", "encode_input", "encode_message", "replay",
-    "ed25519_verify", "verify_commit_certificate", "verify_evidence",
+    "compute_block_id", "decode_input", "decode_message", "encode_input", "encode_message", "ed25519_verify",
+    "recover_signed_votes", "replay", "verify_commit_certificate", "verify_evidence",
 ]

@@ -85,6 +85,22 @@ class Vote:
             .finish()
         )
 
+    @staticmethod
+    def from_sign_bytes(data: bytes, chain_id: str, validator: bytes) -> Vote | None:
+        """The vote whose sign-bytes are `data` (for `chain_id`), or None if `data` is not one."""
+        if not data.startswith(VOTE_DOMAIN):
+            return None
+        r = Reader(data[len(VOTE_DOMAIN):])
+        try:
+            if r.short_bytes() != _chain_id_bytes(chain_id):
+                return None
+            raw_type, height, round_, block_id = r.u8(), r.u64(), r.u32(), r.short_bytes()
+            r.done()
+            vote = Vote(VoteType(raw_type), height, round_, block_id, validator)
+        except ValueError:  # DecodeError included
+            return None
+        return vote if vote.sign_bytes(chain_id) == data else None
+
     def write(self, w: Writer) -> None:
         w.u8(int(self.type)).u64(self.height).u32(self.round).short_bytes(self.block_id)
         w.short_bytes(self.validator)

@@ -1,4 +1,4 @@
-"""Double-sign guard: the pure decision, and a signer wrapper that applies it.
+"""Double-sign guard: the pure decision, a signer wrapper that applies it, and vote recovery.
 
 Theory of operation (CometBFT's priv_validator_state.json): the guard remembers the last thing
 it signed as (height, round, step, sign-bytes), ordered lexicographically by (height, round,
@@ -6,23 +6,34 @@ step) with step proposal < prevote < precommit. A new request is
 
 - SIGN     if its (height, round, step) is strictly higher than the last one;
 - RESIGN   if it is the same (height, round, step) with identical sign-bytes (a retry or replay:
-           ed25519 is deterministic, so the same signature comes out again);
+           the stored signature is returned again);
 - REFUSE   if it is lower (a regression), or the same position with different sign-bytes
            (that would be equivocation).
 
-``GuardedSigner`` persists the new state through a callback *before* signing, so a signature can
-never leave the process without the state that forbids its conflicting twin being durable. The
-node's callback does the fsync + atomic rename; the decision itself lives here and is pure.
+``GuardedSigner`` signs in memory, then persists the new state through a callback, and only
+then returns the signature: a signature never leaves the process before the state that forbids
+its conflicting twin is durable. The node's callback does the fsync + atomic rename.
+
+The persisted state keeps the few most recent signatures (one step of the core signs at most a
+proposal, a prevote and a precommit), not just the last: if the process dies after signing but
+before the WAL append of the signed vote, the vote would otherwise be lost for good (the guard
+refuses to sign anything else in that slot), which can stall a round. After WAL replay the node
+feeds ``recover_signed_votes(...)`` back into the core, so every vote we ever signed is known
+to the core and reaches the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from consensus.crypto import Signer, SignRefused, SignRequest
+from consensus.messages import SignedVote, Vote
 from consensus.types import Step
+
+RECENT_KEPT: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,7 @@ class SignState:
     round: int
     step: Step
     sign_bytes: bytes
+    signature: bytes = b""
 
     def position(self) -> tuple[int, int, int]:
         return (self.height, self.round, int(self.step))
@@ -58,18 +70,22 @@ def check_sign_request(last: SignState | None, request: SignRequest) -> GuardDec
 
 
 class GuardedSigner:
-    """Wraps a Signer with the double-sign guard; ``persist`` must durably store the new state."""
+    """Wraps a Signer with the double-sign guard.
 
-    __slots__ = ("_inner", "_last", "_persist")
+    ``persist`` receives the most recent signed states (oldest first, the last one is the guard
+    position) and must store them durably before returning; if it raises, nothing is signed.
+    """
+
+    __slots__ = ("_inner", "_recent", "_persist")
 
     def __init__(
         self,
         inner: Signer,
-        last: SignState | None = None,
-        persist: Callable[[SignState], None] | None = None,
+        recent: Sequence[SignState] = (),
+        persist: Callable[[tuple[SignState, ...]], None] | None = None,
     ) -> None:
         self._inner = inner
-        self._last = last
+        self._recent = tuple(recent)[-RECENT_KEPT:]
         self._persist = persist
 
     @property
@@ -78,15 +94,35 @@ class GuardedSigner:
 
     @property
     def last(self) -> SignState | None:
-        return self._last
+        return self._recent[-1] if self._recent else None
+
+    @property
+    def recent(self) -> tuple[SignState, ...]:
+        return self._recent
 
     def sign(self, request: SignRequest) -> bytes:
-        decision = check_sign_request(self._last, request)
+        last = self.last
+        decision = check_sign_request(last, request)
+        if decision is GuardDecision.RESIGN and last is not None and last.signature:
+            return last.signature
         if decision is GuardDecision.REFUSE_REGRESSION or decision is GuardDecision.REFUSE_CONFLICT:
             raise SignRefused(f"{decision.value} at {request.height}/{request.round}/{request.step.name}")
-        if decision is GuardDecision.SIGN:
-            state = SignState(request.height, request.round, request.step, request.sign_bytes)
-            if self._persist is not None:
-                self._persist(state)
-            self._last = state
-        return self._inner.sign(request)
+        signature = self._inner.sign(request)
+        state = SignState(request.height, request.round, request.step, request.sign_bytes, signature)
+        recent = (*self._recent, state)[-RECENT_KEPT:] if decision is GuardDecision.SIGN else self._recent
+        if self._persist is not None and recent != self._recent:
+            self._persist(recent)
+        self._recent = recent
+        return signature
+
+
+def recover_signed_votes(recent: Sequence[SignState], chain_id: str, address: bytes) -> list[SignedVote]:
+    """The votes among the guard's recent signatures, ready to feed back into the core."""
+    votes: list[SignedVote] = []
+    for state in recent:
+        if state.step == Step.PROPOSE or not state.signature:
+            continue
+        vote = Vote.from_sign_bytes(state.sign_bytes, chain_id, address)
+        if vote is not None:
+            votes.append(SignedVote(vote, state.signature))
+    return votes

@@ -54,6 +54,10 @@ class Checker:
     def conflict_at_node(self, node: SimNode, height: int, first: bytes, second: bytes) -> None:
         self.integrity.append(Violation("integrity", f"node {node.node_id} decided twice at height {height}"))
 
+    def replay_mismatch(self, node: SimNode) -> None:
+        detail = f"node {node.node_id}: WAL replay rebuilt another state"
+        self.integrity.append(Violation("integrity", detail))
+
     def check(
         self,
         honest: list[int],

@@ -43,7 +43,8 @@ from consensus.io import (
     WalAppend,
 )
 from consensus.messages import Message, ProposalMessage, SignedVote
-from consensus.signguard import GuardedSigner
+from consensus.signguard import GuardedSigner, recover_signed_votes
+from consensus.snapshot import CoreSnapshot
 from consensus.validators import ValidatorSet
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class SimNode:
         self.log_height = 0
         self.pending_sync: dict[int, CertifiedBlock] = {}
         self.replaying = False
+        self.pre_crash: CoreSnapshot | None = None
+        self.replay_checks = 0
         self.evidence: list[EvidenceFound] = []
         self.restarts = 0
 
@@ -202,7 +205,10 @@ class SimNode:
 
     # ------------------------------------------------------------------ crash / restart
 
-    def crash(self) -> None:
+    def crash(self, between_steps: bool = False) -> None:
+        # Crashing between two steps loses nothing that was acted on, so replaying the WAL must
+        # rebuild exactly this state; restart() checks it.
+        self.pre_crash = self.core.snapshot() if between_steps else None
         self.up = False
         self.epoch += 1
         self.inbox.clear()
@@ -234,6 +240,14 @@ class SimNode:
         finally:
             self.replaying = False
             self.busy = False
+        if self.pre_crash is not None:
+            self.replay_checks += 1
+            if self.core.snapshot() != self.pre_crash:
+                self.world.checker.replay_mismatch(self)
+        if isinstance(self.signer, GuardedSigner) and self.core.own_address is not None:
+            # Votes signed but lost before their WAL append (crash mid-step) come back from the guard.
+            recovered = recover_signed_votes(self.signer.recent, self.chain_id, self.core.own_address)
+            self.inbox.extend(recovered)
         if not self.core.started:
             self.inbox.append(StartHeight(max(self.committed) + 1 if self.committed else 1))
         self._drain()

@@ -68,6 +68,7 @@ class SimResult:
     messages_dropped: int
     evidence_found: int
     restarts: int
+    replay_checks: int
     decided_heights: int
 
 
@@ -124,10 +125,10 @@ class World:
 
         self.net.after(st.duration_ms, fire)
 
-    def crash(self, node: SimNode) -> None:
+    def crash(self, node: SimNode, between_steps: bool = False) -> None:
         if not node.up:
             return
-        node.crash()
+        node.crash(between_steps)
         self.net.after(self.net.rng.randint(50, 800), node.restart)
 
     # ---------------------------------------------------------------- setup
@@ -149,7 +150,7 @@ class World:
                 if mid_step:
                     node.crash_mid_step = True
                 else:
-                    self.crash(node)
+                    self.crash(node, between_steps=True)
 
             self.net.at(at, strike)
 
@@ -216,5 +217,6 @@ def run_scenario(scenario: Scenario, seed: int) -> SimResult:
         messages_dropped=world.net.dropped,
         evidence_found=sum(len(n.evidence) for n in honest_nodes),
         restarts=sum(n.restarts for n in world.nodes),
+        replay_checks=sum(n.replay_checks for n in world.nodes),
         decided_heights=min((len(world.checker.decisions.get(i, {})) for i in honest), default=0),
     )

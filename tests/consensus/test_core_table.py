@@ -1,0 +1,217 @@
+"""Table-driven tests of the consensus core: one row per line of Algorithm 1 (and per guard).
+
+Each row: who "me" is (x: a validator proposing none of rounds 0-2 at height 1; p0/p1: the
+proposer of round 0/1), the inputs that set the scene, the input under test, the outputs it
+must produce (WAL appends left out) and the resulting (round, step, lockedRound, validRound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from consensus import (
+    Decide,
+    ProposalMessage,
+    SignedVote,
+    Step,
+    Vote,
+    VoteType,
+    compute_block_id,
+    verify_commit_certificate,
+)
+from tests.consensus.harness import CHAIN, VSET, Harness, make_proposal, proposer, role, sign_vote, summarize
+
+PROPOSE, PREVOTE, PRECOMMIT = Step.PROPOSE, Step.PREVOTE, Step.PRECOMMIT
+START = ("start",)
+LOCK_A_R0 = [START, ("proposal", 0, "A"), ("valid", "A", True), ("prevotes", 0, "A", 2)]
+
+
+@dataclass(frozen=True)
+class Row:
+    line: str
+    what: str
+    me: str
+    setup: list[tuple[Any, ...]]
+    action: tuple[Any, ...]
+    expect: list[tuple[Any, ...]]
+    state: tuple[int, Step, int, int]
+
+
+def _stranger_vote() -> SignedVote:
+    from consensus import Ed25519Signer, SignRequest
+    stranger = Ed25519Signer.from_seed(b"\x07" * 32)
+    from consensus import compute_address
+    vote = Vote(VoteType.PREVOTE, 1, 0, b"", compute_address(stranger.public_key))
+    sig = stranger.sign(SignRequest(1, 0, Step.PREVOTE, vote.sign_bytes(CHAIN)))
+    return SignedVote(vote, sig)
+
+
+def _bad_signature_vote() -> SignedVote:
+    good = sign_vote(role("p0") if role("p0") != role("x") else role("p1"), VoteType.PREVOTE, 0, None)
+    return SignedVote(good.vote, bytes(64))
+
+
+def _wrong_block_proposal() -> ProposalMessage:
+    good = make_proposal(0, "A")
+    return ProposalMessage(good.signed, b"not-block-A")
+
+
+ROWS = [
+    Row("L10-21", "start, not proposer: schedule timeoutPropose(0)", "x", [], START,
+        [("timeout", "PROPOSE", 0, 300)], (0, PROPOSE, -1, -1)),
+    Row("L14-18", "start as proposer without validValue: getValue()", "p0", [], START,
+        [("request", 0), ("timeout", "PROPOSE", 0, 300)], (0, PROPOSE, -1, -1)),
+    Row("L19+L22", "application block: propose it and prevote it", "p0", [START], ("block", 0, "A"),
+        [("proposal", 0, -1, "A"), ("prevote", 0, "A")], (0, PREVOTE, -1, -1)),
+    Row("L18 guard", "block for another round is ignored", "p0", [START], ("block", 1, "A"),
+        [], (0, PROPOSE, -1, -1)),
+    Row("L22 valid(v)", "proposal: ask the application first", "x", [START], ("proposal", 0, "A"),
+        [("validate", "A")], (0, PROPOSE, -1, -1)),
+    Row("L22-24", "valid proposal, not locked: prevote id(v)", "x", [START, ("proposal", 0, "A")],
+        ("valid", "A", True), [("prevote", 0, "A")], (0, PREVOTE, -1, -1)),
+    Row("L22-26", "invalid proposal: prevote nil", "x", [START, ("proposal", 0, "A")],
+        ("valid", "A", False), [("prevote", 0, None)], (0, PREVOTE, -1, -1)),
+    Row("L23-26", "locked on A, proposal B with vr=-1: prevote nil", "x",
+        [*LOCK_A_R0, ("timeout", PRECOMMIT, 0), ("proposal", 1, "B")], ("valid", "B", True),
+        [("prevote", 1, None)], (1, PREVOTE, 0, 0)),
+    Row("L23-24", "locked on A, proposal A again: prevote A", "x",
+        [*LOCK_A_R0, ("timeout", PRECOMMIT, 0)], ("proposal", 1, "A"),
+        [("prevote", 1, "A")], (1, PREVOTE, 0, 0)),
+    Row("L28-30", "proposal B with POL round 1 >= lockedRound 0: prevote B", "x",
+        [*LOCK_A_R0, ("timeout", PRECOMMIT, 0), ("prevotes", 1, "B"), ("timeout", PROPOSE, 1),
+         ("timeout", PREVOTE, 1), ("timeout", PRECOMMIT, 1), ("proposal", 2, "B", 1)],
+        ("valid", "B", True), [("prevote", 2, "B")], (2, PREVOTE, 0, 0)),
+    Row("L28-32", "proposal B with POL round 0 < lockedRound 1 (locked on A): prevote nil", "x",
+        [START, ("prevotes", 0, "B"), ("timeout", PROPOSE, 0), ("timeout", PREVOTE, 0),
+         ("timeout", PRECOMMIT, 0), ("proposal", 1, "A"), ("valid", "A", True), ("prevotes", 1, "A", 2),
+         ("timeout", PRECOMMIT, 1), ("proposal", 2, "B", 0)],
+        ("valid", "B", True), [("prevote", 2, None)], (2, PREVOTE, 1, 1)),
+    Row("L29 lockedRound = vr", "locked on A in round 1, equivocators make a B polka in round 1: prevote B",
+        "x",
+        [START, ("timeout", PROPOSE, 0), ("timeout", PREVOTE, 0), ("timeout", PRECOMMIT, 0),
+         ("proposal", 1, "A"), ("valid", "A", True), ("prevotes", 1, "A", 2), ("prevotes", 1, "B", 3),
+         ("timeout", PRECOMMIT, 1), ("proposal", 2, "B", 1)],
+        ("valid", "B", True), [("prevote", 2, "B")], (2, PREVOTE, 1, 1)),
+    Row("L28 waits", "proposal with vr=0: prevote once 2f+1 prevotes of round 0 arrive", "x",
+        [START, ("timeout", PROPOSE, 0), ("timeout", PREVOTE, 0), ("timeout", PRECOMMIT, 0),
+         ("proposal", 1, "A", 0), ("valid", "A", True)],
+        ("prevotes", 0, "A"), [("prevote", 1, "A")], (1, PREVOTE, -1, -1)),
+    Row("L34-35", "2f+1 prevotes of any kind: schedule timeoutPrevote", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True)], ("prevotes", 0, None, 2),
+        [("timeout", "PREVOTE", 0, 150)], (0, PREVOTE, -1, -1)),
+    Row("L44-46", "2f+1 prevotes nil: precommit nil (timeoutPrevote not scheduled twice)", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True), ("prevotes", 0, None, 2)],
+        ("vote", "prevote", 2, 0, None), [("precommit", 0, None)], (0, PRECOMMIT, -1, -1)),
+    Row("L36-43", "2f+1 prevotes for the valid proposal in prevote step: lock and precommit", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True)], ("prevotes", 0, "A", 2),
+        [("timeout", "PREVOTE", 0, 150), ("precommit", 0, "A")], (0, PRECOMMIT, 0, 0)),
+    Row("L36 step>prevote", "polka after precommitting nil: only validValue/validRound", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True), ("vote", "prevote", 0, 0, None),
+         ("timeout", PREVOTE, 0)],
+        ("vote", "prevote", 1, 0, "A"), [], (0, PRECOMMIT, -1, -1)),
+    Row("L36 step>prevote", "...and the second A prevote completes the polka", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True), ("vote", "prevote", 0, 0, None),
+         ("timeout", PREVOTE, 0), ("vote", "prevote", 1, 0, "A")],
+        ("vote", "prevote", 2, 0, "A"), [], (0, PRECOMMIT, -1, 0)),
+    Row("L36 needs proposal", "polka for a block we never saw proposed: no lock", "x",
+        [START, ("timeout", PROPOSE, 0)], ("prevotes", 0, "A"),
+        [("timeout", "PREVOTE", 0, 150)], (0, PREVOTE, -1, -1)),
+    Row("L36 needs valid(v)", "polka for an invalid block: no lock", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", False)], ("prevotes", 0, "A"),
+        [("timeout", "PREVOTE", 0, 150)], (0, PREVOTE, -1, -1)),
+    Row("L47-48", "2f+1 precommits of any kind: schedule timeoutPrecommit", "x", [START],
+        ("precommits", 0, None), [("timeout", "PRECOMMIT", 0, 150)], (0, PROPOSE, -1, -1)),
+    Row("L49-51", "proposal + 2f+1 precommits for it: decide", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True)], ("precommits", 0, "A"),
+        [("decide", 0, "A")], (0, PREVOTE, -1, -1)),
+    Row("L49 any round", "decide on precommits of an earlier round", "x",
+        [START, ("proposal", 0, "A"), ("valid", "A", True), ("timeout", PREVOTE, 0),
+         ("timeout", PRECOMMIT, 0)],
+        ("precommits", 0, "A"), [("decide", 0, "A")], (1, PROPOSE, -1, -1)),
+    Row("L50 waits", "decision waits for valid(v)", "x", [START, ("proposal", 0, "A")],
+        ("precommits", 0, "A"), [("timeout", "PRECOMMIT", 0, 150)], (0, PROPOSE, -1, -1)),
+    Row("L50 valid", "valid(v) arrives: decide", "x",
+        [START, ("proposal", 0, "A"), ("precommits", 0, "A")],
+        ("valid", "A", True), [("decide", 0, "A")], (0, PROPOSE, -1, -1)),
+    Row("L50 invalid", "invalid v is never decided", "x",
+        [START, ("proposal", 0, "A"), ("precommits", 0, "A")],
+        ("valid", "A", False), [("prevote", 0, None)], (0, PREVOTE, -1, -1)),
+    Row("L55-56", "f+1 votes of round 2: StartRound(2)", "x", [START], ("prevotes", 2, None, 2),
+        [("timeout", "PROPOSE", 2, 500)], (2, PROPOSE, -1, -1)),
+    Row("L55 f+1", "a single vote of a higher round is not enough", "x", [START], ("prevotes", 2, None, 1),
+        [], (0, PROPOSE, -1, -1)),
+    Row("L57-60", "timeoutPropose in propose step: prevote nil", "x", [START], ("timeout", PROPOSE, 0),
+        [("prevote", 0, None)], (0, PREVOTE, -1, -1)),
+    Row("L58 guard", "timeoutPropose after prevoting is stale", "x", [START, ("timeout", PROPOSE, 0)],
+        ("timeout", PROPOSE, 0), [], (0, PREVOTE, -1, -1)),
+    Row("L61-64", "timeoutPrevote in prevote step: precommit nil", "x", [START, ("timeout", PROPOSE, 0)],
+        ("timeout", PREVOTE, 0), [("precommit", 0, None)], (0, PRECOMMIT, -1, -1)),
+    Row("L62 guard", "timeoutPrevote in propose step is stale", "x", [START],
+        ("timeout", PREVOTE, 0), [], (0, PROPOSE, -1, -1)),
+    Row("L65-67", "timeoutPrecommit: StartRound(round+1), longer timeout", "x", [START],
+        ("timeout", PRECOMMIT, 0), [("timeout", "PROPOSE", 1, 400)], (1, PROPOSE, -1, -1)),
+    Row("L66 guard", "timeoutPrecommit of another round is stale", "x", [START],
+        ("timeout", PRECOMMIT, 1), [], (0, PROPOSE, -1, -1)),
+    Row("L15-16+L19", "proposer of round 1 re-proposes its validValue with validRound", "p1",
+        LOCK_A_R0, ("timeout", PRECOMMIT, 0),
+        [("timeout", "PROPOSE", 1, 400), ("proposal", 1, 0, "A"), ("prevote", 1, "A")], (1, PREVOTE, 0, 0)),
+    Row("L22 from proposer", "proposal signed by a non-proposer is ignored", "x", [START],
+        ("proposal_by", 0, "A", proposer(1)), [], (0, PROPOSE, -1, -1)),
+    Row("guard", "proposal whose bytes do not hash to its block id is ignored", "x", [START],
+        ("input", _wrong_block_proposal()), [], (0, PROPOSE, -1, -1)),
+    Row("guard", "vote from a non-validator is ignored", "x", [START], ("input", _stranger_vote()),
+        [], (0, PROPOSE, -1, -1)),
+    Row("guard", "vote with a bad signature is ignored", "x", [START], ("input", _bad_signature_vote()),
+        [], (0, PROPOSE, -1, -1)),
+    Row("evidence", "two prevotes of one validator in one round", "x",
+        [START, ("vote", "prevote", 0, 0, "A")],
+        ("vote", "prevote", 0, 0, "B"), [("evidence", "DuplicateVoteEvidence")], (0, PROPOSE, -1, -1)),
+    Row("evidence", "two proposals of the proposer in one round", "x", [START, ("proposal", 0, "A")],
+        ("proposal", 0, "B"), [("evidence", "ConflictingProposalEvidence")], (0, PROPOSE, -1, -1)),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r.line}: {r.what}" for r in ROWS])
+def test_algorithm_line(row: Row) -> None:
+    h = Harness(role(row.me))
+    for action in row.setup:
+        h.run(action)
+    outputs = h.run(row.action)
+    assert summarize(outputs) == row.expect
+    assert h.state() == row.state
+
+
+def test_roles_are_distinct() -> None:
+    assert len({role("p0"), role("p1"), role("p2"), role("x")}) == 4
+
+
+def test_decision_carries_a_verifiable_certificate() -> None:
+    h = Harness(role("x"))
+    for action in [START, ("proposal", 0, "A"), ("valid", "A", True)]:
+        h.run(action)
+    decides = [o for o in h.run(("precommits", 0, "A")) if isinstance(o, Decide)]
+    assert len(decides) == 1
+    d = decides[0]
+    assert d.block == b"block-A" and d.height == 1
+    verify_commit_certificate(d.certificate, VSET, CHAIN, 1, compute_block_id(b"block-A"))
+    # After the decision the height is closed: more votes produce nothing.
+    assert h.run(("vote", "prevote", 0, 1, "B")) == []
+
+
+def test_future_height_messages_are_buffered_until_start_height() -> None:
+    h = Harness(role("x"))
+    h.run(START)
+    early = make_proposal(0, "A", height=2)
+    assert h.core.step(early) == []
+    outputs = h.core.step(__import__("consensus").StartHeight(2))
+    summary = summarize(outputs)
+    assert ("validate", "A") in summary
+
+
+def test_step_rejects_foreign_objects() -> None:
+    h = Harness(role("x"))
+    with pytest.raises(TypeError):
+        h.core.step("not an input")  # type: ignore[arg-type]
