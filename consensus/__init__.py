@@ -16,7 +16,7 @@ from consensus.evidence import (
     EvidenceError,
     verify_evidence,
 )
-from consensus.io import (
+from consensus.inout import (
     BlockValidity,
     Broadcast,
     CertifiedBlock,

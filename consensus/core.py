@@ -39,7 +39,7 @@ from consensus.certificate import CertificateError, CommitCertificate, verify_co
 from consensus.config import ConsensusConfig
 from consensus.crypto import Signer, SignRefused, SignRequest
 from consensus.evidence import ConflictingProposalEvidence, DuplicateVoteEvidence
-from consensus.io import (
+from consensus.inout import (
     BlockValidity,
     Broadcast,
     CertifiedBlock,

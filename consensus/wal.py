@@ -18,7 +18,7 @@ from typing import Final
 from consensus.certificate import CommitCertificate
 from consensus.codec import DecodeError, Reader, Writer
 from consensus.core import ConsensusCore
-from consensus.io import (
+from consensus.inout import (
     BlockValidity,
     CertifiedBlock,
     Input,

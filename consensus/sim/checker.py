@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from consensus.io import Decide
+from consensus.inout import Decide
 from consensus.sim.node import INVALID_PREFIX
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from consensus.config import ConsensusConfig
 from consensus.core import ConsensusCore
 from consensus.crypto import Signer
-from consensus.io import (
+from consensus.inout import (
     BlockValidity,
     Broadcast,
     CertifiedBlock,

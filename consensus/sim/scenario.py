@@ -19,7 +19,7 @@ from functools import partial
 
 from consensus.config import ConsensusConfig
 from consensus.crypto import Ed25519Signer, Signer, Verifier, ed25519_verify
-from consensus.io import CertifiedBlock, ScheduleTimeout, StartHeight, Timeout
+from consensus.inout import CertifiedBlock, ScheduleTimeout, StartHeight, Timeout
 from consensus.messages import Message, ProposalMessage
 from consensus.sim.byzantine import Behaviour, Kind
 from consensus.sim.checker import Checker, Violation

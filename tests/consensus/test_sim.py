@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import pytest
 
 from consensus import CommitCertificate, ValidatorSet, verify_commit_certificate
-from consensus.io import Decide
+from consensus.inout import Decide
 from consensus.sim import Scenario, SimResult, run_scenario
 from consensus.sim.byzantine import Kind
 from consensus.sim.checker import Checker
