@@ -11,7 +11,10 @@ with arbitrary priorities.
 CometBFT increments once per height and r more times (on a copy) for round r; for a fixed set
 that is one sequence of winners, so the proposer of (height h, round r) is the winner of
 increment number (h - initial_height) + r. Every node computes the same sequence; over any
-window of T increments each validator proposes exactly `power` times.
+window of T increments each validator proposes exactly `power` times, after which all
+priorities are back to zero - so the sequence is periodic with period T and the core indexes it
+modulo T (a node restarting at height 10^7 does not replay 10^7 increments; the tests check the
+periodicity against a reference implementation).
 
 ``ProposerSelector`` keeps a checkpoint (priorities before the current height's first
 increment) plus the winners computed since, so a height with few rounds costs O(n) per round.
@@ -72,7 +75,7 @@ class ProposerSelector:
     def _sequence_index(self, height: int, round_: int) -> int:
         if height < self._initial_height or round_ < 0:
             raise ValueError("height below the initial height or negative round")
-        return height - self._initial_height + round_
+        return (height - self._initial_height + round_) % self._vset.total_power
 
     def _reset(self) -> None:
         self._base = 0

@@ -50,7 +50,7 @@ N4 = [(), (SILENT,), (EQUIVOCATE,), (DOUBLE_VOTE,), (INVALID,)]
 
 @pytest.mark.parametrize("kinds", N4, ids=lambda k: "+".join(x.value for x in k) or "honest")
 def test_n4_properties_hold(kinds: tuple[Kind, ...]) -> None:
-    results = run_many(adversarial(4, kinds), range(60))
+    results = run_many(adversarial(4, kinds), range(100))
     assert all(r.decided_heights >= 4 for r in results)
     assert sum(r.restarts for r in results) > 0 and sum(r.replay_checks for r in results) > 0
     assert sum(r.messages_dropped for r in results) > 0
@@ -63,7 +63,7 @@ N7 = [(SILENT, EQUIVOCATE), (DOUBLE_VOTE, INVALID), (EQUIVOCATE, DOUBLE_VOTE)]
 
 @pytest.mark.parametrize("kinds", N7, ids=lambda k: "+".join(x.value for x in k))
 def test_n7_properties_hold(kinds: tuple[Kind, ...]) -> None:
-    run_many(adversarial(7, kinds), range(40))
+    run_many(adversarial(7, kinds), range(80))
 
 
 N10 = [(SILENT, DOUBLE_VOTE, EQUIVOCATE), (INVALID, INVALID, DOUBLE_VOTE)]
@@ -71,7 +71,7 @@ N10 = [(SILENT, DOUBLE_VOTE, EQUIVOCATE), (INVALID, INVALID, DOUBLE_VOTE)]
 
 @pytest.mark.parametrize("kinds", N10, ids=lambda k: "+".join(x.value for x in k))
 def test_n10_properties_hold(kinds: tuple[Kind, ...]) -> None:
-    run_many(adversarial(10, kinds, heights=3), range(25))
+    run_many(adversarial(10, kinds, heights=3), range(50))
 
 
 def test_weighted_validators_with_crashes() -> None:

@@ -64,8 +64,11 @@ def test_proposer_matches_reference_and_is_proportional(powers: list[int]) -> No
     vset = ValidatorSet(list(zip(keys(len(powers)), powers, strict=True)))
     sel = ProposerSelector(vset)
     total = sum(powers)
+    reference = naive_swrr(powers, [v.address for v in vset.validators], 3 * total)
+    assert reference[:total] == reference[total:2 * total] == reference[2 * total:]  # period T
     seq = [sel.proposer(1, r) for r in range(2 * total)]
-    assert seq == naive_swrr(powers, [v.address for v in vset.validators], 2 * total)
+    assert seq == reference[:2 * total]
+    assert [sel.proposer(h, 0) for h in range(1, 2 * total + 1)] == reference[:2 * total]
     window = seq[:total]
     assert [window.count(i) for i in range(len(powers))] == powers
 
