@@ -35,7 +35,7 @@ test-slow: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy stf consensus genesis sdk
+	$(BIN)/mypy stf consensus genesis sdk node
 
 bench: setup
 	$(BIN)/python bench/stf.py

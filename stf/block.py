@@ -96,14 +96,14 @@ def decode_tx(index: int, raw: bytes, chain_id: str, check_signature: SignatureC
         body = tx_pb2.TxBody.FromString(signed.body)
     except DecodeError as exc:
         return reject(Code.MALFORMED_TX, f"not a SignedTx/TxBody protobuf: {exc}")
-    try:
-        check_signature(signed.public_key, signed.signature, signing_message(body.chain_id, signed.body))
-    except SignatureError as exc:
-        return reject(Code.BAD_SIGNATURE, f"signature rejected: {exc.reason}")
-    if body.chain_id != chain_id:
+    if body.chain_id != chain_id:  # first: signing_message refuses malformed chain ids
         return reject(
             Code.WRONG_CHAIN_ID, f"transaction is for chain {body.chain_id!r}, this is {chain_id!r}"
         )
+    try:
+        check_signature(signed.public_key, signed.signature, signing_message(chain_id, signed.body))
+    except SignatureError as exc:
+        return reject(Code.BAD_SIGNATURE, f"signature rejected: {exc.reason}")
     action = body.WhichOneof("action")
     if action is None:
         return reject(Code.EMPTY_ACTION, "transaction carries no action")
