@@ -268,21 +268,25 @@ def prepare_gc() -> None:
 Blocks = Sequence[tuple[BlockHeader, list[bytes]]]
 
 
-def run_ita(config: ChainConfig, blocks: Blocks) -> tuple[float, int, State]:
+def run_ita(config: ChainConfig, blocks: Blocks) -> tuple[float, float, int, State]:
+    """(wall seconds, cpu seconds, fills, final state) of one run from genesis."""
     state = genesis_state(config)
     prepare_gc()
     fills = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     for head, txs in blocks:
         for event in apply_block(state, head, txs, skip_signature_check).events:
             if event[0] == TRADE:
                 fills += 1
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     gc.unfreeze()
-    return elapsed, fills, state
+    return elapsed, cpu, fills, state
 
 
-def run_peer(ops: Sequence[Op]) -> tuple[float, int, LimitOrderBook]:
+def run_peer(ops: Sequence[Op]) -> tuple[float, float, int, LimitOrderBook]:
+    """(wall seconds, cpu seconds, fills, final book) of one run from an empty book."""
     fills = [0]
 
     def on_trade(trade: Trade) -> None:
@@ -292,6 +296,7 @@ def run_peer(ops: Sequence[Op]) -> tuple[float, int, LimitOrderBook]:
     limit, market, cancel = book.limit, book.market, book.cancel
     buy, sell = Side.BUY, Side.SELL
     prepare_gc()
+    cpu = time.process_time()
     start = time.perf_counter()
     for kind, is_buy, order_id, size, price, _account in ops:
         if kind == LIMIT:
@@ -301,8 +306,9 @@ def run_peer(ops: Sequence[Op]) -> tuple[float, int, LimitOrderBook]:
         else:
             market(buy if is_buy else sell, order_id, size)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     gc.unfreeze()
-    return elapsed, fills[0], book
+    return elapsed, cpu, fills[0], book
 
 
 def compare_books(state: State, book: LimitOrderBook) -> None:
@@ -322,17 +328,22 @@ def bench_apply(n_ops: int, block_size: int, n_accounts: int, runs: int, seed: i
     keys = account_keys(n_accounts)
     config = bench_config([k.address for k in keys])
     blocks = build_blocks(work, keys)
+    load_before = os.getloadavg()[0]
     ita_times: list[float] = []
     peer_times: list[float] = []
+    ita_cpu: list[float] = []
+    peer_cpu: list[float] = []
     ita_fills = peer_fills = -1
     state: State | None = None
     book: LimitOrderBook | None = None
     for run in range(runs):
         state = book = None
-        elapsed, ita_fills, state = run_ita(config, blocks)
+        elapsed, cpu, ita_fills, state = run_ita(config, blocks)
         ita_times.append(elapsed)
-        elapsed, peer_fills, book = run_peer(work.effective)
+        ita_cpu.append(cpu)
+        elapsed, cpu, peer_fills, book = run_peer(work.effective)
         peer_times.append(elapsed)
+        peer_cpu.append(cpu)
         log(f"run {run + 1}/{runs}: ita {ita_times[-1]:.3f} s, peer {peer_times[-1]:.3f} s")
     assert state is not None and book is not None
     if not ita_fills == peer_fills == work.fills:
@@ -355,6 +366,8 @@ def bench_apply(n_ops: int, block_size: int, n_accounts: int, runs: int, seed: i
         "runs": runs,
         "best_s": round(min(ita_times), 4),
         "peer_best_s": round(min(peer_times), 4),
+        "cpu_ratio": round(min(peer_cpu) / min(ita_cpu), 4),  # the same ratio from process_time
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
         "blocks": len(blocks),
         "txs_per_block": block_size,
         "accounts": n_accounts,
