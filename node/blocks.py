@@ -1,10 +1,12 @@
 """Block ids, tx-list hashes and protobuf <-> stf conversions for blocks and results.
 
 Theory of operation
-- The block id is SHA-256 of an explicit canonical encoding of the header
-  (``header_bytes``), never of a protobuf serialization, which is not
-  canonical across implementations. The layout is documented in
-  proto/ita/v1/block.proto and fixed here; changing it is a hard fork.
+- The block id is SHA-256 of the block's canonical bytes (deterministic
+  protobuf serialization), exactly what consensus signs (``compute_block_id``).
+  ``decode_block`` refuses proposed bytes that are not canonical, so the id
+  of a block never depends on who re-encoded it.
+- ``header_bytes``/``header_id`` are an explicit header encoding (documented in
+  proto/ita/v1/block.proto) for compact header commitments.
 - ``txs_hash`` commits to the ordered list of transactions through their
   tx hashes, so the block id commits to every header field and every tx.
 - ``check_block_shape`` validates what can be checked without state (field
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+
+from google.protobuf.message import DecodeError
 
 from proto.ita.v1 import block_pb2
 from stf.block import BlockHeader as StfHeader
@@ -67,8 +71,31 @@ def header_bytes(header: block_pb2.BlockHeader) -> bytes:
     )
 
 
-def block_id(header: block_pb2.BlockHeader) -> bytes:
-    """The 32-byte id of the block with this header."""
+def encode_block(block: block_pb2.Block) -> bytes:
+    """The canonical bytes of a block: what a proposer proposes and the block id hashes."""
+    return block.SerializeToString(deterministic=True)
+
+
+def decode_block(raw: bytes) -> block_pb2.Block:
+    """Parse proposed block bytes; refuse anything that is not the canonical encoding, so that
+    sha256(raw) (the consensus block id) is also sha256(encode_block(parsed)) everywhere."""
+    try:
+        block = block_pb2.Block.FromString(raw)
+    except DecodeError as exc:
+        raise BlockShapeError(f"not a Block protobuf: {exc}") from None
+    if encode_block(block) != raw:
+        raise BlockShapeError("block bytes are not the canonical encoding")
+    return block
+
+
+def block_id(block: block_pb2.Block) -> bytes:
+    """The 32-byte block id: SHA-256 of the canonical block bytes (consensus.compute_block_id).
+    The header commits to every transaction through txs_hash."""
+    return hashlib.sha256(encode_block(block)).digest()
+
+
+def header_id(header: block_pb2.BlockHeader) -> bytes:
+    """SHA-256 of the canonical header encoding (a compact commitment to the header alone)."""
     return hashlib.sha256(header_bytes(header)).digest()
 
 

@@ -175,7 +175,7 @@ class BlockStore:
         seen: set[bytes] = set()
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(_h(_BLOCK, height), committed.SerializeToString(deterministic=True))
-            batch.put(_h(_BLOCK_ID, height), block_id(header))
+            batch.put(_h(_BLOCK_ID, height), block_id(committed.block))
             batch.put(_h(_APP_HASH, height), committed.app_hash)
             for index, tx_hash in enumerate(committed.tx_hashes):
                 if tx_hash in seen or self._get(_TX + tx_hash) is not None:
@@ -320,12 +320,12 @@ class BlockStore:
             committed = self.block(height)
             assert committed is not None
             header = committed.block.header
-            if self.block_id(height) != block_id(header):
+            if self.block_id(height) != block_id(committed.block):
                 raise self._corrupt(f"block id of {height} does not match its header")
             if self.app_hash(height) != committed.app_hash:
                 raise self._corrupt(f"app hash of {height} disagrees with the block")
             if previous is not None and (
-                header.last_block_id != block_id(previous.block.header)
+                header.last_block_id != block_id(previous.block)
                 or header.last_app_hash != previous.app_hash
             ):
                 raise self._corrupt(f"block {height} is not linked to {height - 1}")

@@ -67,7 +67,7 @@ def build_chain(
         result = apply_block(state, stf_header(block.header), list(block.txs))
         cert = b"cert-" + height.to_bytes(8, "big")
         blocks.append(committed_block(block, cert, result.results, result.app_hash))
-        last_id = block_id(block.header)
+        last_id = block_id(block)
         if snapshots is not None and snapshot_every and height % snapshot_every == 0:
             snapshots[height] = encode_snapshot(state)
     return state, blocks

@@ -10,7 +10,10 @@ from node.blocks import (
     check_block_shape,
     committed_block,
     compute_txs_hash,
+    decode_block,
+    encode_block,
     header_bytes,
+    header_id,
     make_block,
     result_from_proto,
     result_to_proto,
@@ -31,24 +34,38 @@ def test_header_bytes_layout_is_the_documented_one() -> None:
         + b"\x14" + b"\x01" * 20 + b"\x20" + b"\x02" * 32 + b"\x20" + b"\x03" * 32 + b"\x20" + b"\x04" * 32
     )
     assert header_bytes(header) == expected
-    assert block_id(header) == hashlib.sha256(expected).digest()
+    assert header_id(header) == hashlib.sha256(expected).digest()
 
 
-def test_block_id_changes_with_every_field_and_ignores_protobuf_encoding() -> None:
+def test_header_id_changes_with_every_field_and_ignores_protobuf_encoding() -> None:
     base = block_pb2.BlockHeader(
         chain_id="c-1", height=7, time_ms=1234, proposer=b"\x01" * 20,
         last_block_id=b"\x02" * 32, last_app_hash=b"\x03" * 32, txs_hash=b"\x04" * 32,
     )
-    ids = {block_id(base)}
+    ids = {header_id(base)}
     for field, value in [("chain_id", "c-2"), ("height", 8), ("time_ms", 1235), ("proposer", b"\x09" * 20),
                          ("last_block_id", b""), ("last_app_hash", b"\x05" * 32), ("txs_hash", b"\x06" * 32)]:
         other = block_pb2.BlockHeader()
         other.CopyFrom(base)
         setattr(other, field, value)
-        ids.add(block_id(other))
+        ids.add(header_id(other))
     assert len(ids) == 8
     reparsed = block_pb2.BlockHeader.FromString(base.SerializeToString())
-    assert block_id(reparsed) == block_id(base)
+    assert header_id(reparsed) == header_id(base)
+
+
+def test_block_id_is_the_consensus_id_of_the_canonical_bytes() -> None:
+    from consensus import compute_block_id
+
+    block = make_block(CHAIN_ID, 1, 1000, proposer(), b"", b"\x03" * 32, [transfer_tx(0, 1)])
+    raw = encode_block(block)
+    assert block_id(block) == compute_block_id(raw)
+    assert decode_block(raw) == block
+    padded = raw + block_pb2.Block(header=block.header).SerializeToString()  # a repeated header field
+    with pytest.raises(BlockShapeError, match="canonical"):
+        decode_block(padded)
+    with pytest.raises(BlockShapeError, match="protobuf"):
+        decode_block(b"\xff\xff")
 
 
 def test_txs_hash_commits_to_order_and_count() -> None:
@@ -86,7 +103,7 @@ def test_result_round_trip_mirrors_to_dict() -> None:
 def test_committed_block_from_a_real_chain() -> None:
     _, blocks = build_chain(2)
     cb = blocks[1]
-    assert cb.block.header.last_block_id == block_id(blocks[0].block.header)
+    assert cb.block.header.last_block_id == block_id(blocks[0].block)
     assert cb.block.header.last_app_hash == blocks[0].app_hash
     assert list(cb.tx_hashes) == [tx_hash(t) for t in cb.block.txs]
     with pytest.raises(BlockShapeError, match="results"):

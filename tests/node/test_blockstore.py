@@ -46,7 +46,7 @@ def test_blocks_index_app_hashes_and_snapshots_survive_reopen(tmp_path: Path) ->
             height = committed.block.header.height
             assert store.block(height) == committed
             assert store.block_bytes(height) == committed.SerializeToString(deterministic=True)
-            assert store.block_id(height) == block_id(committed.block.header)
+            assert store.block_id(height) == block_id(committed.block)
             assert store.app_hash(height) == committed.app_hash
             for index, raw in enumerate(committed.block.txs):
                 assert store.tx_location(tx_hash(raw)) == (height, index)
@@ -218,7 +218,7 @@ def test_a_replayed_tx_keeps_its_first_location(tmp_path: Path) -> None:
     replay = blocks[0].block.txs[1]
     block = make_block(
         CHAIN_ID, 3, chain().genesis_time_ms + 3 * BLOCK_MS, proposer(),
-        block_id(blocks[1].block.header), state.app_hash, [replay, replay],
+        block_id(blocks[1].block), state.app_hash, [replay, replay],
     )
     result = apply_block(state, stf_header(block.header), list(block.txs))
     assert [r.code.name for r in result.results] == ["NONCE_USED", "NONCE_USED"]
