@@ -108,9 +108,9 @@ class SignStateFile:
 
     def save(self, recent: tuple[SignState, ...]) -> None:
         """Write temp -> fsync -> rename over the file -> fsync the directory."""
-        last = _state_doc(recent[-1]) if recent else {}
-        doc = {**{k: last[k] for k in ("height", "round", "step") if k in last},
-               "recent": [_state_doc(s) for s in recent]}
+        last: dict[str, object] = _state_doc(recent[-1]) if recent else {}
+        doc: dict[str, object] = {k: last[k] for k in ("height", "round", "step") if k in last}
+        doc["recent"] = [_state_doc(s) for s in recent]
         data = (json.dumps(doc, indent=2) + "\n").encode("ascii")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -1,0 +1,218 @@
+"""The application behind consensus: an ABCI-shaped boundary around the STF.
+
+Theory of operation (DESIGN.md principle 8)
+- `check_tx`: mempool admission against the latest *committed* state (nonce window, used
+  nonces, sender exists): the signature was already checked in a worker process.
+- `prepare_proposal`: the proposer's block for height h = committed + 1: the canonical
+  bytes of a `Block` whose header carries the previous block id and the app hash after
+  h - 1 (so block h's app hash is signed in block h + 1's certificate).
+- `process_proposal`: a proposed block is valid iff its bytes are canonical, its shape is
+  right (chain id, txs_hash, limits), it extends our committed chain (height, last block
+  id, last app hash), its proposer is a validator and its time is after the previous
+  block's and not further ahead of our clock than `max_time_drift_ms`. Transactions are not
+  judged here: an invalid transaction becomes a rejected result in finalize.
+- `finalize_block`: runs the block through `stf.apply_block` (in place) and returns the
+  results and the new app hash. `commit` then persists block + certificate + results +
+  app hash (+ a snapshot every `snapshot_interval` blocks) in one atomic store write.
+  Results are persisted before the block counts as committed; a crash between the two
+  steps loses only in-memory state, which restart rebuilds from the store.
+- Restart: `recover_state` loads the latest stored snapshot (its hash is verified on load)
+  or genesis, and replays the stored blocks after it, checking each app hash.
+Signatures are verified once: `SignatureCache` remembers (key, signature, message) triples
+that verified (in the mempool's workers or during replay) so finalize does not redo them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from node.blocks import (
+    BlockShapeError,
+    block_id,
+    check_block_shape,
+    committed_block,
+    decode_block,
+    encode_block,
+    make_block,
+    stf_header,
+)
+from node.blockstore import BlockStore, StoreCorruptError
+from proto.ita.v1 import block_pb2
+from stf.block import BlockResult, apply_block, genesis_state
+from stf.config import ChainConfig
+from stf.signing import verify_signature
+from stf.snapshot import SnapshotError, decode_snapshot, encode_snapshot
+from stf.state import State
+
+log = logging.getLogger("ita.app")
+
+CRASH_ENV = "ITA_CRASH_AT"  # "<point>" or "<point>:<height>": os._exit at that point (tests)
+
+
+def crash_point(name: str, height: int) -> None:
+    """Die abruptly at a named point when the environment asks for it (crash-recovery tests)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted and wanted in (name, f"{name}:{height}"):
+        log.warning("crash point reached", extra={"point": name, "height": height})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(99)
+
+
+class SignatureCache:
+    """Bounded set of (public key, signature, message) digests that verified."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._good: OrderedDict[bytes, None] = OrderedDict()
+
+    @staticmethod
+    def key(public_key: bytes, signature: bytes, message: bytes) -> bytes:
+        return hashlib.sha256(public_key + signature + message).digest()
+
+    def remember(self, public_key: bytes, signature: bytes, message: bytes) -> None:
+        self._good[self.key(public_key, signature, message)] = None
+        while len(self._good) > self.capacity:
+            self._good.popitem(last=False)
+
+    def check(self, public_key: bytes, signature: bytes, message: bytes) -> None:
+        """stf.block.SignatureCheck: raises SignatureError unless the triple verifies."""
+        digest = self.key(public_key, signature, message)
+        if digest in self._good:
+            return
+        verify_signature(public_key, signature, message)
+        self._good[digest] = None
+        while len(self._good) > self.capacity:
+            self._good.popitem(last=False)
+
+
+@dataclass(slots=True)
+class Finalized:
+    block: block_pb2.Block
+    raw: bytes
+    result: BlockResult
+
+
+class ProposalRejected(ValueError):
+    """process_proposal's reason for voting nil."""
+
+
+def recover_state(config: ChainConfig, store: BlockStore, signatures: SignatureCache) -> State:
+    """Latest snapshot (verified) or genesis, then every stored block after it."""
+    latest = store.latest_snapshot()
+    if latest is not None:
+        height, data = latest
+        try:
+            state = decode_snapshot(config, data)
+        except SnapshotError as exc:
+            raise StoreCorruptError(f"snapshot at height {height} does not verify: {exc}") from exc
+    else:
+        state = genesis_state(config)
+    for height in range(state.height + 1, store.latest_height() + 1):
+        committed = store.block(height)
+        if committed is None:
+            raise StoreCorruptError(f"block {height} is missing from the store")
+        result = apply_block(
+            state, stf_header(committed.block.header), list(committed.block.txs), signatures.check
+        )
+        if result.app_hash != committed.app_hash:
+            raise StoreCorruptError(
+                f"replaying block {height} gives app hash {result.app_hash.hex()}, "
+                f"the store recorded {committed.app_hash.hex()}"
+            )
+    return state
+
+
+class Application:
+    def __init__(
+        self,
+        config: ChainConfig,
+        store: BlockStore,
+        snapshot_interval: int = 0,
+        max_time_drift_ms: int = 5_000,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.snapshot_interval = snapshot_interval
+        self.max_time_drift_ms = max_time_drift_ms
+        self.signatures = SignatureCache()
+        self.validators = {v.address for v in config.validators}
+        self.state = recover_state(config, store, self.signatures)
+        if store.latest_height() == 0:
+            store.set_genesis_app_hash(self.state.app_hash)
+
+    # -- accessors ---------------------------------------------------------------------------
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    def last_block_id(self) -> bytes:
+        return self.store.block_id(self.state.height) or b"" if self.state.height else b""
+
+    # -- proposals ---------------------------------------------------------------------------
+    def prepare_proposal(self, height: int, now_ms: int, proposer: bytes, txs: list[bytes]) -> bytes:
+        if height != self.state.height + 1:
+            raise ValueError(f"cannot propose height {height} on top of {self.state.height}")
+        time_ms = max(now_ms, self.state.time_ms + 1)
+        block = make_block(
+            self.config.chain_id, height, time_ms, proposer, self.last_block_id(), self.state.app_hash, txs
+        )
+        return encode_block(block)
+
+    def process_proposal(self, height: int, raw: bytes, now_ms: int) -> block_pb2.Block:
+        """The decoded block if it is a valid proposal for `height`, else ProposalRejected."""
+        try:
+            block = decode_block(raw)
+            check_block_shape(block, self.config.chain_id)
+        except BlockShapeError as exc:
+            raise ProposalRejected(str(exc)) from None
+        header = block.header
+        if header.height != height or height != self.state.height + 1:
+            raise ProposalRejected(f"block height {header.height}, expected {self.state.height + 1}")
+        if header.last_block_id != self.last_block_id():
+            raise ProposalRejected("last_block_id does not match our chain")
+        if header.last_app_hash != self.state.app_hash:
+            raise ProposalRejected("last_app_hash does not match our state")
+        if header.proposer not in self.validators:
+            raise ProposalRejected("proposer is not a validator")
+        if header.time_ms <= self.state.time_ms:
+            raise ProposalRejected(f"block time {header.time_ms} not after {self.state.time_ms}")
+        if header.time_ms > now_ms + self.max_time_drift_ms:
+            raise ProposalRejected(f"block time {header.time_ms} is ahead of our clock {now_ms}")
+        if len(block.txs) > self.config.max_block_txs or len(raw) > self.config.max_block_bytes:
+            raise ProposalRejected("block exceeds the genesis limits")
+        return block
+
+    # -- execution ---------------------------------------------------------------------------
+    def finalize_block(self, raw: bytes) -> Finalized:
+        block = decode_block(raw)
+        header = block.header
+        if header.height != self.state.height + 1:
+            raise ValueError(f"finalize of height {header.height} on top of {self.state.height}")
+        result = apply_block(self.state, stf_header(header), list(block.txs), self.signatures.check)
+        return Finalized(block, raw, result)
+
+    def commit(self, finalized: Finalized, certificate: bytes) -> block_pb2.CommittedBlock:
+        height = finalized.block.header.height
+        crash_point("after_finalize", height)
+        committed = committed_block(
+            finalized.block, certificate, finalized.result.results, finalized.result.app_hash
+        )
+        snapshot = None
+        if self.snapshot_interval and height % self.snapshot_interval == 0:
+            snapshot = encode_snapshot(self.state)
+            crash_point("during_snapshot", height)
+        self.store.save_block(committed, snapshot)
+        crash_point("after_commit", height)
+        return committed
+
+    def committed_block_id(self, height: int) -> bytes | None:
+        return self.store.block_id(height)
+
+    @staticmethod
+    def id_of(block: block_pb2.Block) -> bytes:
+        return block_id(block)

@@ -1,0 +1,529 @@
+"""The engine: one owner task for consensus, the application and the mempool.
+
+Theory of operation (DESIGN.md principles 6-8)
+- Every consensus input (peer messages, timeouts, the application's answers, synced blocks)
+  goes through one asyncio queue and is handled by one task, `_run`, which calls
+  `core.step` and carries out the outputs in order. Height/round guards in the core make
+  stale inputs harmless, so producers never coordinate.
+- Write ahead: each `WalAppend` is appended to the WAL and fsynced before any later output
+  of the same step is acted on (broadcast, timers, proposals, commits). Our own signatures
+  are made by `consensus.GuardedSigner`, which persists the signing state (fsync + atomic
+  rename) before a signature leaves the signer.
+- Decide(h): finalize through the STF, persist block + certificate + results + app hash
+  (one atomic store write), then seal WAL height h, evict committed txs from the mempool,
+  wake StreamBlocks waiters, announce our height and start h+1 after `timeout_commit`.
+- Restart: the application rebuilds its state from the latest snapshot + stored blocks;
+  the WAL's inputs for the height in progress are replayed into a fresh core (its outputs
+  re-armed: timers, broadcasts, pending proposals/validations), the votes the guard signed
+  last are fed back, and the node rejoins. If the store already holds the WAL's height (a
+  crash between commit and sealing), the WAL is sealed instead of replayed.
+- Block sync: peers announce their heights; when one is ahead we request the missing
+  committed blocks and feed each as `CertifiedBlock` to the core, which verifies its
+  commit certificate against the validator set and decides the height directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import nacl.signing
+
+from consensus import (
+    BlockValidity,
+    Broadcast,
+    CertifiedBlock,
+    CommitCertificate,
+    ConsensusConfig,
+    ConsensusCore,
+    Decide,
+    DecodeError,
+    Ed25519Signer,
+    EvidenceFound,
+    GuardedSigner,
+    Input,
+    Output,
+    ProposalBlock,
+    RequestProposal,
+    ScheduleTimeout,
+    StartHeight,
+    Timeout,
+    ValidateBlock,
+    ValidatorSet,
+    WalAppend,
+    decode_input,
+    decode_message,
+    encode_input,
+    encode_message,
+    recover_signed_votes,
+)
+from node.app import Application, ProposalRejected, crash_point
+from node.blocks import encode_block
+from node.blockstore import BlockStore
+from node.config import NodeConfig, NodeHome
+from node.interfaces import Network
+from node.mempool import Admission, Mempool, check_tx_against_state
+from node.signstate import SignStateFile
+from node.verify import VerifierPool, VerifierUnavailable
+from node.wal import Wal
+from proto.ita.v1 import block_pb2, node_pb2, tx_pb2
+from sdk.keys import Key
+from stf.config import ChainConfig
+from stf.signing import signing_message
+
+log = logging.getLogger("ita.engine")
+
+SYNC_BATCH = 50  # blocks asked for per request
+SYNC_RETRY_S = 2.0
+STATUS_EVERY_S = 1.0
+TX_GOSSIP_EVERY_S = 0.01
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class NullNetwork:
+    """A network with no peers (a single validator, or before the peers are attached)."""
+
+    def broadcast_consensus(self, payload: bytes) -> None: ...
+    def broadcast_txs(self, txs: Sequence[bytes]) -> None: ...
+    def broadcast_status(self, height: int) -> None: ...
+    def request_blocks(self, from_height: int, to_height: int) -> None: ...
+
+    def peer_heights(self) -> dict[bytes, int]:
+        return {}
+
+
+class Engine:
+    """Implements node.interfaces.PeerHandler and NodeBackend."""
+
+    def __init__(
+        self,
+        chain: ChainConfig,
+        config: NodeConfig,
+        home: NodeHome,
+        validator_key: Key | None,
+        now_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.chain = chain
+        self.chain_id = chain.chain_id
+        self.config = config
+        self.home = home
+        self.now_ms = now_ms
+        self.key = validator_key
+        self.network: Network = NullNetwork()
+        self.store = BlockStore(home.store_dir, chain.chain_id)
+        self.app = Application(chain, self.store, config.snapshot_interval)
+        self.vset = ValidatorSet([(v.public_key, v.power) for v in chain.validators])
+        self.guard_file = SignStateFile(home.sign_state_file)
+        self.signer: GuardedSigner | None = None
+        if validator_key is not None:
+            inner = Ed25519Signer(nacl.signing.SigningKey(validator_key.seed))
+            self.signer = GuardedSigner(inner, self.guard_file.load(), persist=self.guard_file.save)
+        timeouts = config.consensus
+        self.consensus_config = ConsensusConfig(
+            timeout_propose_ms=timeouts.timeout_propose_ms,
+            timeout_propose_delta_ms=timeouts.timeout_propose_delta_ms,
+            timeout_prevote_ms=timeouts.timeout_prevote_ms,
+            timeout_prevote_delta_ms=timeouts.timeout_prevote_delta_ms,
+            timeout_precommit_ms=timeouts.timeout_precommit_ms,
+            timeout_precommit_delta_ms=timeouts.timeout_precommit_delta_ms,
+        )
+        self.core = ConsensusCore(self.consensus_config, self.vset, self.signer, chain.chain_id)
+        self.mempool = Mempool(config.mempool, lambda v: check_tx_against_state(self.app.state, v))
+        self.verifier = VerifierPool(
+            chain.chain_id, config.mempool.verify_workers, config.mempool.verify_batch_max
+        )
+        self.queue: asyncio.Queue[Input] = asyncio.Queue()
+        self.wal: Wal | None = None
+        self.height_changed = asyncio.Condition()
+        self.peer_heights: dict[bytes, int] = {}
+        self.sync_buffer: dict[int, tuple[bytes, CommitCertificate]] = {}
+        self.sync_requested_at = 0.0
+        self.pending_gossip: list[bytes] = []
+        self.evidence_file = Path(home.data_dir) / "evidence.jsonl"
+        self.evidence_count = 0
+        self.rounds_started = 0
+        self.last_commit_at = 0.0
+        self.observers: list[Callable[[str, dict[str, object]], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach_network(self, network: Network) -> None:
+        self.network = network
+
+    @property
+    def own_address(self) -> bytes:
+        return self.key.address if self.key is not None else b""
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.verifier.warm_up)
+        self._recover()
+        self._tasks = [
+            asyncio.create_task(self._run(), name="consensus-owner"),
+            asyncio.create_task(self._status_loop(), name="status"),
+            asyncio.create_task(self._gossip_loop(), name="tx-gossip"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.wal is not None:
+            self.wal.close()
+        self.verifier.close()
+        self.store.close()
+
+    def _recover(self) -> None:
+        committed = self.app.height
+        wal, recovery = Wal.open(self.home.wal_dir, initial_height=committed + 1)
+        self.wal = wal
+        while wal.height <= committed:  # crash after the store's commit, before sealing the WAL
+            log.info("sealing WAL height %d already in the store", wal.height)
+            wal.end_height(wal.height)
+        if wal.height != committed + 1:
+            raise RuntimeError(f"WAL is at height {wal.height} but the store ends at {committed}")
+        inputs = (
+            [decode_input(payload) for payload in recovery.inputs] if recovery.height == wal.height else []
+        )
+        if inputs:
+            log.info("replaying %d WAL inputs of height %d", len(inputs), wal.height)
+            outputs: list[Output] = []
+            for inp in inputs:
+                outputs.extend(self.core.step(inp))
+            self._carry_out([o for o in outputs if not isinstance(o, WalAppend)])
+        else:
+            self._step(StartHeight(committed + 1))
+        if self.signer is not None:
+            for vote in recover_signed_votes(self.signer.recent, self.chain_id, self.own_address):
+                self._step(vote)
+
+    # ------------------------------------------------------------------ the owner loop
+
+    def enqueue(self, inp: Input) -> None:
+        self.queue.put_nowait(inp)
+
+    async def _run(self) -> None:
+        while True:
+            inp = await self.queue.get()
+            try:
+                self._step(inp)
+            except Exception:  # a bug must stop the node loudly, never silently stall it
+                log.exception("consensus step failed; stopping")
+                raise
+
+    def _step(self, inp: Input) -> None:
+        self._carry_out(self.core.step(inp))
+
+    def _carry_out(self, outputs: list[Output]) -> None:
+        unsynced = False
+        for out in outputs:
+            if isinstance(out, WalAppend):
+                assert self.wal is not None
+                crash_point("before_wal_write", self.core.height)
+                self.wal.append(encode_input(out.input))
+                unsynced = True
+                continue
+            if unsynced:
+                assert self.wal is not None
+                self.wal.flush_and_sync()
+                crash_point("after_wal_write", self.core.height)
+                unsynced = False
+            self._act(out)
+        if unsynced and self.wal is not None:
+            self.wal.flush_and_sync()
+
+    def _act(self, out: Output) -> None:
+        if isinstance(out, Broadcast):
+            self.network.broadcast_consensus(encode_message(out.message))
+        elif isinstance(out, ScheduleTimeout):
+            self._schedule(out.duration_ms, Timeout(out.height, out.round, out.step))
+            if out.round > 0 or out.step.name == "PROPOSE":
+                self._note("round", {"height": out.height, "round": out.round})
+        elif isinstance(out, RequestProposal):
+            self._propose(out)
+        elif isinstance(out, ValidateBlock):
+            self._validate(out)
+        elif isinstance(out, Decide):
+            self._decide(out)
+        elif isinstance(out, EvidenceFound):
+            self._record_evidence(out)
+
+    def _schedule(self, delay_ms: int, inp: Input) -> None:
+        asyncio.get_running_loop().call_later(delay_ms / 1000, self.enqueue, inp)
+
+    # ------------------------------------------------------------------ application calls
+
+    def _propose(self, req: RequestProposal) -> None:
+        limits = self.config.block
+        txs = self.mempool.reap(
+            min(limits.max_txs, self.chain.max_block_txs),
+            min(limits.max_bytes, self.chain.max_block_bytes // 2),
+        )
+        raw = self.app.prepare_proposal(req.height, self.now_ms(), self.own_address, txs)
+        self._note("propose", {"height": req.height, "round": req.round, "txs": len(txs)})
+        self.enqueue(ProposalBlock(req.height, req.round, raw))
+
+    def _validate(self, req: ValidateBlock) -> None:
+        try:
+            self.app.process_proposal(req.height, req.block, self.now_ms())
+            valid = True
+        except ProposalRejected as exc:
+            log.warning("proposal rejected: %s", exc, extra={"height": req.height, "round": req.round})
+            valid = False
+        self.enqueue(BlockValidity(req.height, req.round, req.block_id, valid))
+
+    def _decide(self, decide: Decide) -> None:
+        height = decide.height
+        started = time.perf_counter()
+        if self.app.height < height:
+            finalized = self.app.finalize_block(decide.block)
+            committed = self.app.commit(finalized, decide.certificate.encode())
+            self.mempool.update(list(committed.tx_hashes))
+            self._note(
+                "commit",
+                {
+                    "height": height,
+                    "round": decide.round,
+                    "txs": len(committed.block.txs),
+                    "apply_s": time.perf_counter() - started,
+                    "block_time_ms": committed.block.header.time_ms,
+                },
+            )
+        assert self.wal is not None
+        self.wal.end_height(height)
+        self.last_commit_at = time.monotonic()
+        self.sync_buffer.pop(height, None)
+        self.network.broadcast_status(height)
+        asyncio.get_running_loop().create_task(self._notify_height())
+        if self.sync_buffer.get(height + 1) is not None or self._best_peer_height() > height:
+            self.enqueue(StartHeight(height + 1))  # catching up: no commit pause, then the next block
+            self._feed_synced(height + 1)
+        else:
+            self._schedule(self.config.consensus.timeout_commit_ms, StartHeight(height + 1))
+
+    async def _notify_height(self) -> None:
+        async with self.height_changed:
+            self.height_changed.notify_all()
+
+    def _record_evidence(self, found: EvidenceFound) -> None:
+        self.evidence_count += 1
+        evidence = found.evidence
+        record = {"kind": type(evidence).__name__, "height": self.core.height, "repr": repr(evidence)[:2000]}
+        log.warning("equivocation evidence: %s", record["kind"], extra={"height": self.core.height})
+        with open(self.evidence_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self._note("evidence", record)
+
+    def _note(self, event: str, fields: dict[str, object]) -> None:
+        for observer in self.observers:
+            observer(event, fields)
+
+    # ------------------------------------------------------------------ PeerHandler
+
+    def on_consensus(self, payload: bytes, peer: bytes) -> None:
+        try:
+            message = decode_message(payload)
+        except DecodeError as exc:
+            log.info("dropping a malformed consensus message from %s: %s", peer.hex()[:16], exc)
+            return
+        self.enqueue(message)
+
+    async def on_txs(self, txs: Sequence[bytes], peer: bytes) -> None:
+        await self._admit(txs, gossip=False)
+
+    def on_status(self, height: int, peer: bytes) -> None:
+        self.peer_heights[peer] = height
+        self._maybe_sync()
+
+    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> None:
+        for committed in blocks:
+            height = committed.block.header.height
+            if height <= self.app.height or height in self.sync_buffer:
+                continue
+            try:
+                certificate = CommitCertificate.decode(committed.certificate)
+            except DecodeError:
+                log.info("peer %s sent block %d with a malformed certificate", peer.hex()[:16], height)
+                continue
+            self.sync_buffer[height] = (encode_block(committed.block), certificate)
+        self.sync_requested_at = 0.0
+        self._feed_synced(self.core.height)
+
+    def blocks_for(self, from_height: int, to_height: int, max_bytes: int) -> list[bytes]:
+        out: list[bytes] = []
+        total = 0
+        for height in range(max(1, from_height), min(to_height, self.app.height) + 1):
+            raw = self.store.block_bytes(height)
+            if raw is None or (out and total + len(raw) > max_bytes):
+                break
+            out.append(raw)
+            total += len(raw)
+        return out
+
+    def height(self) -> int:
+        return self.app.height
+
+    def _best_peer_height(self) -> int:
+        return max(self.peer_heights.values(), default=0)
+
+    def _maybe_sync(self) -> None:
+        best = self._best_peer_height()
+        ours = self.app.height
+        if best <= ours + 1 and best <= ours:  # peers at our height or one ahead: consensus catches up
+            return
+        now = time.monotonic()
+        if now - self.sync_requested_at < SYNC_RETRY_S:
+            return
+        self.sync_requested_at = now
+        start = ours + 1
+        while start in self.sync_buffer:
+            start += 1
+        self.network.request_blocks(start, min(best, start + SYNC_BATCH - 1))
+
+    def _feed_synced(self, height: int) -> None:
+        entry = self.sync_buffer.get(height)
+        if entry is not None and height == self.app.height + 1:
+            raw, certificate = entry
+            self.enqueue(CertifiedBlock(raw, certificate))
+        self._maybe_sync()
+
+    @property
+    def syncing(self) -> bool:
+        return self._best_peer_height() > self.app.height + 1
+
+    # ------------------------------------------------------------------ transactions
+
+    async def submit_txs(self, txs: Sequence[bytes]) -> list[Admission]:
+        return await self._admit(txs, gossip=True)
+
+    async def _admit(self, txs: Sequence[bytes], gossip: bool) -> list[Admission]:
+        answers: list[Admission | None] = [self.mempool.precheck(raw) for raw in txs]
+        todo = [i for i, answer in enumerate(answers) if answer is None]
+        if todo:
+            try:
+                verified = await self.verifier.verify_async([txs[i] for i in todo])
+            except VerifierUnavailable as exc:
+                for i in todo:
+                    answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
+            else:
+                for i, v in zip(todo, verified, strict=True):
+                    admission = self.mempool.add_verified(txs[i], v)
+                    answers[i] = admission
+                    if admission.accepted:
+                        self._remember_signature(txs[i])
+                        if gossip:
+                            self.pending_gossip.append(txs[i])
+        return [a for a in answers if a is not None]
+
+    def _remember_signature(self, raw: bytes) -> None:
+        signed = tx_pb2.SignedTx.FromString(raw)
+        message = signing_message(self.chain_id, signed.body)
+        self.app.signatures.remember(signed.public_key, signed.signature, message)
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TX_GOSSIP_EVERY_S)
+            if self.pending_gossip:
+                batch, self.pending_gossip = self.pending_gossip, []
+                self.network.broadcast_txs(batch)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            self.network.broadcast_status(self.app.height)
+            self._maybe_sync()
+
+    # ------------------------------------------------------------------ NodeBackend
+
+    def status(self) -> node_pb2.StatusResponse:
+        state = self.app.state
+        stats = self.mempool.stats()
+        return node_pb2.StatusResponse(
+            chain_id=self.chain_id,
+            height=state.height,
+            last_block_hash=self.app.last_block_id(),
+            app_hash=state.app_hash,
+            last_block_time_ms=state.time_ms,
+            syncing=self.syncing,
+            validator_address=self.own_address,
+            validator_public_key=self.key.public_key if self.key is not None else b"",
+            moniker=self.config.moniker,
+            mempool_txs=stats["size"],
+            mempool_bytes=stats["bytes"],
+            earliest_height=1 if state.height else 0,
+        )
+
+    def latest_height(self) -> int:
+        return self.app.height
+
+    def committed_block_bytes(self, height: int) -> bytes | None:
+        return self.store.block_bytes(height)
+
+    async def wait_for_height(self, height: int) -> None:
+        async with self.height_changed:
+            await self.height_changed.wait_for(lambda: self.app.height >= height)
+
+    def get_tx(self, tx_hash: bytes) -> node_pb2.GetTxResponse | None:
+        location = self.store.tx_location(tx_hash)
+        if location is not None:
+            height, index = location
+            committed = self.store.block(height)
+            if committed is not None:
+                return node_pb2.GetTxResponse(
+                    hash=tx_hash,
+                    height=height,
+                    index=index,
+                    result=committed.results[index],
+                    tx=committed.block.txs[index],
+                )
+        raw = self.mempool.get(tx_hash)
+        if raw is not None:
+            return node_pb2.GetTxResponse(hash=tx_hash, pending=True, tx=raw)
+        return None
+
+    def get_account(self, address: bytes) -> node_pb2.GetAccountResponse:
+        state = self.app.state
+        account = state.accounts.get(address)
+        out = node_pb2.GetAccountResponse(height=state.height, address=address, exists=account is not None)
+        if account is None:
+            return out
+        out.collateral = account.collateral
+        out.nonce_count = len(account.nonces)
+        out.max_nonce = account.nonces[-1] if account.nonces else 0
+        out.faucet_used = account.faucet_used
+        symbols = [m.spec.symbol for m in state.markets]
+        for order in account.orders.values():
+            out.orders.add(
+                order_id=order.order_id,
+                market=symbols[order.market_id],
+                is_buy=order.is_buy,
+                price=order.price,
+                size=order.size,
+                orig_size=order.orig_size,
+                time_in_force=order.tif,
+                reduce_only=order.reduce_only,
+                client_order_id=order.client_order_id,
+            )
+        for market_id, position in account.positions.items():
+            out.positions.add(
+                market=symbols[market_id],
+                size=position.size,
+                open_notional=position.open_notional,
+                funding_index=position.funding_index,
+            )
+        return out
+
+    def snapshot(self, height: int) -> tuple[int, bytes] | None:
+        if height == 0:
+            return self.store.latest_snapshot()
+        data = self.store.snapshot(height)
+        return (height, data) if data is not None else None
