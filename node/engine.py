@@ -25,10 +25,11 @@ Theory of operation (DESIGN.md principles 6-8)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import nacl.signing
@@ -67,6 +68,7 @@ from node.blockstore import BlockStore
 from node.config import NodeConfig, NodeHome
 from node.interfaces import Network
 from node.mempool import Admission, Mempool, check_tx_against_state
+from node.observability import Tracing
 from node.signstate import SignStateFile
 from node.verify import VerifierPool, VerifierUnavailable
 from node.wal import Wal
@@ -151,8 +153,17 @@ class Engine:
         self.rounds_started = 0
         self.last_commit_at = 0.0
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
+        self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    @contextlib.contextmanager
+    def _span(self, name: str, **attributes: object) -> Iterator[None]:
+        if self.tracing is None:
+            yield
+            return
+        with self.tracing.span(name, **attributes):
+            yield
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -268,7 +279,8 @@ class Engine:
             min(limits.max_txs, self.chain.max_block_txs),
             min(limits.max_bytes, self.chain.max_block_bytes // 2),
         )
-        raw = self.app.prepare_proposal(req.height, self.now_ms(), self.own_address, txs)
+        with self._span("block.propose", height=req.height, round=req.round, txs=len(txs)):
+            raw = self.app.prepare_proposal(req.height, self.now_ms(), self.own_address, txs)
         self._note("propose", {"height": req.height, "round": req.round, "txs": len(txs)})
         self.enqueue(ProposalBlock(req.height, req.round, raw))
 
@@ -285,8 +297,9 @@ class Engine:
         height = decide.height
         started = time.perf_counter()
         if self.app.height < height:
-            finalized = self.app.finalize_block(decide.block)
-            committed = self.app.commit(finalized, decide.certificate.encode())
+            with self._span("block.commit", height=height, round=decide.round):
+                finalized = self.app.finalize_block(decide.block)
+                committed = self.app.commit(finalized, decide.certificate.encode())
             self.mempool.update(list(committed.tx_hashes))
             self._note(
                 "commit",
@@ -410,7 +423,8 @@ class Engine:
         todo = [i for i, answer in enumerate(answers) if answer is None]
         if todo:
             try:
-                verified = await self.verifier.verify_async([txs[i] for i in todo])
+                with self._span("tx.verify", txs=len(todo)):
+                    verified = await self.verifier.verify_async([txs[i] for i in todo])
             except VerifierUnavailable as exc:
                 for i in todo:
                     answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
