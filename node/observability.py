@@ -1,0 +1,302 @@
+"""Node observability: Prometheus metrics, structured JSON logs, OpenTelemetry tracing.
+
+Theory of operation
+- ``NodeMetrics`` owns one ``CollectorRegistry`` (never the process-global default, so
+  several nodes or tests in one process do not collide) holding every ``ita_`` metric of
+  the node. Components receive the object and touch its attributes; nothing here knows
+  about consensus or the network. Names follow Prometheus conventions: base units in the
+  name (``_seconds``, ``_bytes``), counters end in ``_total`` (prometheus_client appends
+  it), every metric has HELP and TYPE, so ``promtool check metrics`` is clean.
+- ``MetricsServer`` serves ``GET /metrics`` (text exposition format) with aiohttp on the
+  node's own event loop; ``listen`` may use port 0 (the bound port is in ``.port``).
+- ``JsonFormatter`` renders one JSON object per log line: ``ts`` (UTC, ISO 8601, ms),
+  ``level``, ``logger``, ``msg``, then every ``extra=`` field (``height``, ``round``,
+  ``tx_hash``, ``peer`` ...; bytes as hex) and ``exc`` for exceptions.
+  ``setup_logging`` installs it on the root logger.
+- ``Tracing`` wraps an OpenTelemetry ``TracerProvider`` private to the node (the global
+  provider is left alone unless asked). With an OTLP endpoint and the optional package
+  ``opentelemetry-exporter-otlp-proto-http`` importable, spans are batch-exported; with
+  ``in_memory=True`` they are kept for tests; otherwise spans are created and dropped.
+  ``span(name, **attributes)`` is the one helper callers use; span names are the
+  ``SPAN_*`` constants below (a tx's life: tx.submit -> tx.mempool -> block.propose ->
+  block.commit, inside a "height" span per height).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+from aiohttp import web
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Span, Tracer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "SPAN_BLOCK_APPLY",
+    "SPAN_BLOCK_COMMIT",
+    "SPAN_BLOCK_PROPOSE",
+    "SPAN_HEIGHT",
+    "SPAN_TX_MEMPOOL",
+    "SPAN_TX_SUBMIT",
+    "JsonFormatter",
+    "MetricsServer",
+    "NodeMetrics",
+    "Tracing",
+    "setup_logging",
+    "setup_tracing",
+]
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------- metrics
+
+# Seconds. Loopback devnet blocks are ~0.3-2 s apart; verification and apply are ms.
+_INTERVAL_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_TXS_BUCKETS = (0, 1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+
+
+class NodeMetrics:
+    """Every Prometheus metric of a node, in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.info = Gauge("ita_node_info", "Constant 1, labelled with the node identity.",
+                          ["chain_id", "moniker"], registry=r)
+        # consensus
+        self.height = Gauge("ita_consensus_height", "Latest committed height.", registry=r)
+        self.round = Gauge("ita_consensus_round", "Current consensus round at the current height.",
+                           registry=r)
+        self.rounds = Counter("ita_consensus_rounds", "Consensus rounds started.", registry=r)
+        self.block_interval = Histogram("ita_block_interval_seconds",
+                                        "Wall-clock time between consecutive commits.",
+                                        buckets=_INTERVAL_BUCKETS, registry=r)
+        self.commit_latency = Histogram("ita_commit_latency_seconds",
+                                        "From entering a height to committing its block.",
+                                        buckets=_INTERVAL_BUCKETS, registry=r)
+        self.block_txs = Histogram("ita_block_txs", "Transactions per committed block.",
+                                   buckets=_TXS_BUCKETS, registry=r)
+        self.evidence = Counter("ita_evidence", "Misbehaviour evidence found (double signs).",
+                                ["kind"], registry=r)
+        self.syncing = Gauge("ita_syncing", "1 while catching up by block sync, else 0.", registry=r)
+        # mempool and execution
+        self.mempool_txs = Gauge("ita_mempool_txs", "Transactions in the mempool.", registry=r)
+        self.mempool_bytes = Gauge("ita_mempool_bytes", "Bytes of transactions in the mempool.", registry=r)
+        self.tx_verify_latency = Histogram("ita_tx_verify_latency_seconds",
+                                           "Signature verification of one batch of txs.",
+                                           buckets=_LATENCY_BUCKETS, registry=r)
+        self.block_apply_latency = Histogram("ita_block_apply_latency_seconds",
+                                             "Applying one block through the STF.",
+                                             buckets=_LATENCY_BUCKETS, registry=r)
+        self.tx_admissions = Counter("ita_tx_admissions", "Client-submitted txs by admission status.",
+                                     ["status"], registry=r)
+        # peers
+        self.peers_connected = Gauge("ita_peers_connected", "Peers with an authenticated gossip stream.",
+                                     registry=r)
+        self.peer_messages_received = Counter("ita_peer_messages_received",
+                                              "Gossip messages received, by kind.", ["kind"], registry=r)
+        self.peer_messages_sent = Counter("ita_peer_messages_sent", "Gossip messages sent, by kind.",
+                                          ["kind"], registry=r)
+        self.peer_messages_dropped = Counter("ita_peer_messages_dropped",
+                                             "Gossip messages dropped, by reason.", ["reason"], registry=r)
+        self.peer_handshake_failures = Counter("ita_peer_handshake_failures",
+                                               "Gossip handshakes refused, by reason.", ["reason"],
+                                               registry=r)
+        self.peer_disconnects = Counter("ita_peer_disconnects", "Gossip streams ended, by reason.",
+                                        ["reason"], registry=r)
+        # client API
+        self.stream_blocks_subscribers = Gauge("ita_stream_blocks_subscribers",
+                                               "Open Node.StreamBlocks calls.", registry=r)
+
+    def set_info(self, chain_id: str, moniker: str) -> None:
+        self.info.labels(chain_id=chain_id, moniker=moniker).set(1)
+
+    def exposition(self) -> bytes:
+        """The text exposition format of every metric (what GET /metrics returns)."""
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``GET /metrics`` over HTTP on the running event loop (aiohttp)."""
+
+    def __init__(self, metrics: NodeMetrics, listen: str) -> None:
+        self.metrics = metrics
+        host, _, port = listen.rpartition(":")
+        self.host = host.strip("[]")
+        self.port = int(port)
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self._runner = runner
+        if runner.addresses:  # the bound (host, port, ...) of each socket: learn an ephemeral port
+            self.port = int(runner.addresses[0][1])
+        log.info("metrics listening", extra={"address": f"{self.host}:{self.port}"})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+# ---------------------------------------------------------------------------- logging
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, msg, extra fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        doc: dict[str, Any] = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRS and not key.startswith("_") and key not in doc:
+                doc[key] = _jsonable(value)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def setup_logging(level: str = "info", stream: IO[str] | None = None) -> logging.Handler:
+    """Route every logger to one JSON handler (stderr by default) at ``level``; returns the handler."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # grpc and aiohttp are chatty at debug; keep them at warning unless asked for debug
+    for name in ("grpc", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    return handler
+
+
+# ---------------------------------------------------------------------------- tracing
+
+SPAN_TX_SUBMIT = "tx.submit"
+SPAN_TX_MEMPOOL = "tx.mempool"
+SPAN_BLOCK_PROPOSE = "block.propose"
+SPAN_BLOCK_APPLY = "block.apply"
+SPAN_BLOCK_COMMIT = "block.commit"
+SPAN_HEIGHT = "height"
+
+_OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+class Tracing:
+    """A TracerProvider for the node and the ``span`` helper."""
+
+    def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter | None = None,
+                 exporting: bool = False) -> None:
+        self.provider = provider
+        self.tracer: Tracer = provider.get_tracer("ita.node")
+        self.memory = exporter  # set with in_memory=True: finished spans for tests
+        self.exporting = exporting  # True when spans leave the process (OTLP)
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[Span]:
+        """Start a span (child of the current one); bytes attributes become hex, None is skipped."""
+        attrs = {k: _span_value(v) for k, v in attributes.items() if v is not None}
+        with self.tracer.start_as_current_span(name, attributes=attrs) as span:
+            yield span
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def _span_value(value: Any) -> str | bool | int | float:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def setup_tracing(
+    otlp_endpoint: str | None,
+    service_name: str = "ita-node",
+    moniker: str = "",
+    *,
+    in_memory: bool = False,
+    set_global: bool = False,
+) -> Tracing:
+    """A Tracing for the node: OTLP/HTTP export when an endpoint is configured and the exporter
+    package is installed (a warning otherwise), in-memory when asked (tests), else spans are dropped."""
+    resource = Resource.create({"service.name": service_name, "service.instance.id": moniker or service_name})
+    provider = TracerProvider(resource=resource)
+    memory: InMemorySpanExporter | None = None
+    exporting = False
+    if otlp_endpoint:
+        try:
+            import importlib
+
+            module = importlib.import_module(_OTLP_MODULE)
+        except ImportError:
+            log.warning(
+                "otlp_endpoint is set but opentelemetry-exporter-otlp-proto-http is not installed; "
+                "traces are not exported",
+                extra={"otlp_endpoint": otlp_endpoint},
+            )
+        else:
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            endpoint = otlp_endpoint.rstrip("/") + "/v1/traces"
+            provider.add_span_processor(BatchSpanProcessor(module.OTLPSpanExporter(endpoint=endpoint)))
+            exporting = True
+            log.info("exporting traces by OTLP/HTTP", extra={"otlp_endpoint": endpoint})
+    if in_memory:
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+    if set_global:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(provider)
+    return Tracing(provider, memory, exporting)
