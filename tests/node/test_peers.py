@@ -1,0 +1,587 @@
+"""node/peers.py: gossip between real PeerNetworks on loopback with fake PeerHandlers.
+
+Every test runs its own event loop (asyncio.run) and waits for conditions, never for fixed
+times; ``wait_until`` has a generous safety timeout so a bug fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+
+from node.config import PeerConfig
+from node.observability import NodeMetrics
+from node.peers import (
+    GOSSIP_METHOD,
+    HELLO_DOMAIN_TAG,
+    OutboundQueue,
+    PeerLimits,
+    PeerNetwork,
+    block_message,
+    hello_sign_bytes,
+)
+from node.service import bound_port, start_grpc_server
+from proto.ita.v1 import block_pb2, node_pb2
+from sdk.keys import Key
+from stf.block import MAX_TX_BYTES
+
+CHAIN = "ita-test-1"
+SAFETY_S = 20.0
+LIMITS = PeerLimits(backoff_initial_s=0.01, backoff_max_s=0.2, handshake_timeout_s=3.0,
+                    max_consensus_bytes=4096, max_bad_messages=5)
+
+
+def keys(n: int) -> list[Key]:
+    """n keys sorted by public key (index 0 has the smallest key: it dials everyone)."""
+    return sorted((Key.from_seed(bytes([i + 1]) * 32) for i in range(n)), key=lambda k: k.public_key)
+
+
+def committed(height: int) -> bytes:
+    block = block_pb2.CommittedBlock(block=block_pb2.Block(header=block_pb2.BlockHeader(height=height)))
+    return block.SerializeToString()
+
+
+@dataclass
+class FakeHandler:
+    """Records everything the network delivers; serves blocks up to ``our_height``."""
+
+    our_height: int = 0
+    consensus: list[tuple[bytes, bytes]] = field(default_factory=list)
+    txs: list[tuple[list[bytes], bytes]] = field(default_factory=list)
+    statuses: list[tuple[int, bytes]] = field(default_factory=list)
+    blocks: list[tuple[int, bytes]] = field(default_factory=list)
+    served: list[tuple[int, int]] = field(default_factory=list)
+    raise_on_consensus: bool = False
+
+    def on_consensus(self, payload: bytes, peer: bytes) -> None:
+        if self.raise_on_consensus:
+            raise RuntimeError("handler bug")
+        self.consensus.append((payload, peer))
+
+    async def on_txs(self, txs: Sequence[bytes], peer: bytes) -> None:
+        await asyncio.sleep(0)
+        self.txs.append((list(txs), peer))
+
+    def on_status(self, height: int, peer: bytes) -> None:
+        self.statuses.append((height, peer))
+
+    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> None:
+        self.blocks.extend((b.block.header.height, peer) for b in blocks)
+
+    def blocks_for(self, from_height: int, to_height: int, max_bytes: int) -> list[bytes]:
+        self.served.append((from_height, to_height))
+        return [committed(h) for h in range(from_height, min(to_height, self.our_height) + 1)]
+
+    def height(self) -> int:
+        return self.our_height
+
+
+class NullBackend:
+    """The Node service is not under test here; start_grpc_server only needs an object."""
+
+    chain_id = CHAIN
+
+
+async def wait_until(cond: Callable[[], bool], what: str = "condition") -> None:
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(poll(), SAFETY_S)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+class LateServicer:
+    """Lets a gRPC server start (and bind its port) before its PeerNetwork exists."""
+
+    def __init__(self) -> None:
+        self.network: PeerNetwork | None = None
+
+    async def gossip(self, request_iterator: Any, context: Any) -> None:
+        assert self.network is not None
+        await self.network.accept(context)
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        handler = grpc.stream_stream_rpc_method_handler(self.gossip)
+        return grpc.method_handlers_generic_handler("ita.v1.Peer", {"Gossip": handler})
+
+
+@dataclass
+class Node:
+    key: Key
+    server: Any
+    port: int
+    servicer: LateServicer
+    handler: FakeHandler = field(default_factory=FakeHandler)
+    network: PeerNetwork | None = None
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+
+    @property
+    def net(self) -> PeerNetwork:
+        assert self.network is not None
+        return self.network
+
+    def peer_config(self) -> PeerConfig:
+        return PeerConfig("127.0.0.1", self.port, self.key.public_key)
+
+    async def start(self, peers: Sequence[PeerConfig], chain_id: str = CHAIN, signer: Any = None,
+                    validator_keys: Sequence[bytes] = (), limits: PeerLimits = LIMITS) -> None:
+        self.network = PeerNetwork(chain_id=chain_id, signer=signer or self.key, peers=peers,
+                                   validator_keys=validator_keys, moniker=f"n{self.port}",
+                                   metrics=self.metrics, limits=limits, rng=random.Random(1))
+        self.servicer.network = self.network
+        await self.network.start(self.handler)
+
+    async def stop(self) -> None:
+        if self.network is not None:
+            await self.network.stop()
+        await self.server.stop(None)
+
+
+async def make_node(key: Key, port: int = 0, max_message_bytes: int | None = None) -> Node:
+    servicer = LateServicer()
+    extra = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
+    server = await start_grpc_server(f"127.0.0.1:{port}", NullBackend(), servicer, **extra)  # type: ignore[arg-type]
+    return Node(key, server, bound_port(server), servicer)
+
+
+async def mesh(n: int) -> list[Node]:
+    """n nodes, everyone configured with everyone, started and fully connected."""
+    nodes = [await make_node(k) for k in keys(n)]
+    for node in nodes:
+        await node.start([o.peer_config() for o in nodes if o is not node])
+    for node in nodes:
+        await asyncio.wait_for(node.net.wait_for_peers(n - 1), SAFETY_S)
+    return nodes
+
+
+def failures(node: Node, reason: str) -> float:
+    value = node.metrics.registry.get_sample_value("ita_peer_handshake_failures_total", {"reason": reason})
+    return value or 0.0
+
+
+def dropped(node: Node, reason: str) -> float:
+    value = node.metrics.registry.get_sample_value("ita_peer_messages_dropped_total", {"reason": reason})
+    return value or 0.0
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------------- pure pieces
+
+
+def test_hello_sign_bytes_layout() -> None:
+    nonce, key = bytes(range(32)), bytes(range(32, 64))
+    assert hello_sign_bytes("ita-1", nonce, key) == HELLO_DOMAIN_TAG + b"\x05ita-1" + nonce + key
+
+
+def test_block_message_equals_the_protobuf_encoding() -> None:
+    for height in (1, 300, 70_000):
+        raw = block_pb2.CommittedBlock(block=block_pb2.Block(header=block_pb2.BlockHeader(height=height),
+                                                             txs=[b"x" * height]))
+        data = raw.SerializeToString()
+        assert block_message(data) == node_pb2.PeerMessage(block=raw).SerializeToString()
+
+
+def test_outbound_queue_priorities_and_drop_oldest_txs_first() -> None:
+    async def scenario() -> None:
+        q = OutboundQueue(max_messages=4, max_bytes=1000)
+        assert q.put("txs", b"t1", bulk=True) == []
+        assert q.put("txs", b"t2", bulk=True) == []
+        assert q.put("consensus", b"c1") == []
+        assert q.put("consensus", b"c2") == []
+        assert q.put("consensus", b"c3") == ["txs"]  # t1, the oldest tx batch, makes room
+        assert q.put("consensus", b"c4") == ["txs"]  # then t2
+        assert q.put("txs", b"t3", bulk=True) == ["txs"]  # no room for txs: the new batch itself
+        assert q.put("consensus", b"c5") == ["consensus"]  # only urgent left: the oldest goes
+        assert [await q.get() for _ in range(4)] == [("consensus", b"c2"), ("consensus", b"c3"),
+                                                     ("consensus", b"c4"), ("consensus", b"c5")]
+        q.put("txs", b"t4", bulk=True)
+        q.put("status", b"s1")
+        assert await q.get() == ("status", b"s1")  # urgent before bulk whatever the order
+        assert await q.get() == ("txs", b"t4")
+        assert len(q) == 0 and q.size_bytes == 0
+        assert q.put("block", b"x" * 2000) == ["block"]  # larger than the whole queue
+        # byte bound
+        q2 = OutboundQueue(max_messages=100, max_bytes=10)
+        q2.put("txs", b"aaaa", bulk=True)
+        q2.put("txs", b"bbbb", bulk=True)
+        assert q2.put("consensus", b"cccc") == ["txs"] and q2.size_bytes == 8
+        # a consumer waiting on an empty queue wakes up on put
+        waiter = asyncio.create_task(q.get())
+        await asyncio.sleep(0)
+        q.put("consensus", b"late")
+        assert await waiter == ("consensus", b"late")
+
+    run(scenario)
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    net = PeerNetwork(chain_id=CHAIN, signer=keys(1)[0], peers=(), rng=random.Random(7),
+                      limits=PeerLimits(backoff_initial_s=0.05, backoff_max_s=2.0))
+    for attempt in range(40):
+        cap = min(2.0, 0.05 * 2**attempt)
+        delay = net.backoff(attempt)
+        assert cap / 2 <= delay <= cap
+    assert len({net.backoff(20) for _ in range(10)}) > 1  # jitter
+
+
+# ---------------------------------------------------------------------------- gossip
+
+
+def test_three_nodes_gossip_consensus_txs_status_and_blocks() -> None:
+    async def scenario() -> None:
+        a, b, c = await mesh(3)
+        try:
+            ka, kb, kc = (n.key.public_key for n in (a, b, c))
+            # exactly one stream per pair: the smaller key dialed
+            assert a.net.dials(kb) and a.net.dials(kc) and b.net.dials(kc) and not c.net.dials(ka)
+            assert sorted(a.net.connected()) == sorted([kb, kc])
+            # consensus to everyone, in order
+            for i in range(20):
+                a.net.broadcast_consensus(b"vote-%d" % i)
+            await wait_until(lambda: len(b.handler.consensus) == 20 and len(c.handler.consensus) == 20)
+            assert [p for p, _ in b.handler.consensus] == [b"vote-%d" % i for i in range(20)]
+            assert {peer for _, peer in c.handler.consensus} == {ka}
+            # tx batches
+            c.net.broadcast_txs([b"tx1", b"tx2"])
+            c.net.broadcast_txs([])  # nothing sent
+            await wait_until(lambda: len(a.handler.txs) == 1 and len(b.handler.txs) == 1)
+            assert a.handler.txs == [([b"tx1", b"tx2"], kc)]
+            # status: heights per peer
+            b.handler.our_height = 9
+            b.net.broadcast_status(9)
+            await wait_until(lambda: a.net.peer_heights().get(kb) == 9 and c.net.peer_heights().get(kb) == 9)
+            assert (9, kb) in a.handler.statuses
+            # peer infos for the Status RPC
+            infos = {i.public_key: i for i in a.net.peer_infos()}
+            assert infos[kb].connected and infos[kb].height == 9
+            assert infos[kb].address == f"127.0.0.1:{b.port}"
+            assert a.metrics.registry.get_sample_value("ita_peers_connected") == 2
+        finally:
+            for n in (a, b, c):
+                await n.stop()
+
+    run(scenario)
+
+
+def test_block_requests_go_round_robin_to_peers_that_have_the_blocks() -> None:
+    async def scenario() -> None:
+        a, b, c = await mesh(3)
+        try:
+            kb, kc = b.key.public_key, c.key.public_key
+            for node, height in ((b, 10), (c, 10)):
+                node.handler.our_height = height
+                node.net.broadcast_status(height)
+            await wait_until(lambda: a.net.peer_heights() == {kb: 10, kc: 10})
+            a.net.request_blocks(11, 12)  # nobody has 12: nothing is sent
+            a.net.request_blocks(0, 3)  # invalid: ignored
+            a.net.request_blocks(2, 4)
+            a.net.request_blocks(5, 6)
+            await wait_until(lambda: len(a.handler.blocks) == 5, "blocks")
+            assert sorted(h for h, _ in a.handler.blocks) == [2, 3, 4, 5, 6]
+            assert b.handler.served and c.handler.served  # one request each
+            assert sorted(b.handler.served + c.handler.served) == [(2, 4), (5, 6)]
+            first = {peer for h, peer in a.handler.blocks if h in (2, 3, 4)}
+            assert len(first) == 1 and [h for h, _ in a.handler.blocks if _ in first][:3] == [2, 3, 4]
+        finally:
+            for n in (a, b, c):
+                await n.stop()
+
+    run(scenario)
+
+
+def test_a_handler_exception_does_not_break_the_stream() -> None:
+    async def scenario() -> None:
+        a, b = await mesh(2)
+        try:
+            b.handler.raise_on_consensus = True
+            a.net.broadcast_consensus(b"boom")
+            a.net.broadcast_status(3)
+            await wait_until(lambda: (3, a.key.public_key) in b.handler.statuses)
+            b.handler.raise_on_consensus = False
+            a.net.broadcast_consensus(b"fine")
+            await wait_until(lambda: b.handler.consensus == [(b"fine", a.key.public_key)])
+            assert b.net.connected() == [a.key.public_key]
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------------------- handshake refusals
+
+
+def test_wrong_chain_is_refused() -> None:
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        a, b = await make_node(ka), await make_node(kb)
+        try:
+            await a.start([b.peer_config()])
+            await b.start([a.peer_config()], chain_id="other-chain")
+            await wait_until(lambda: failures(a, "wrong_chain") + failures(b, "wrong_chain") >= 2)
+            assert a.net.connected() == [] and b.net.connected() == []
+            assert a.handler.statuses == [] and b.handler.statuses == []
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario)
+
+
+def test_unknown_key_is_refused_and_a_validator_key_is_accepted() -> None:
+    async def scenario() -> None:
+        ka, kb, kc = keys(3)
+        a, b, c = await make_node(ka), await make_node(kc), await make_node(kb)
+        try:
+            # a dials b (smaller key) but b only knows c; then a is refused as unknown
+            await b.start([c.peer_config()])
+            await a.start([b.peer_config()])
+            await wait_until(lambda: failures(b, "unknown_key") >= 1)
+            assert b.net.connected() == [] and a.net.connected() == []
+            await a.stop()
+            # the same key listed among the validators is accepted although not configured
+            a2 = await make_node(ka)
+            await b.stop()
+            b2 = await make_node(kc, port=b.port)
+            await b2.start([], validator_keys=[ka.public_key])
+            await a2.start([b2.peer_config()])
+            await wait_until(lambda: b2.net.connected() == [ka.public_key])
+            infos = b2.net.peer_infos()
+            assert [i.public_key for i in infos] == [ka.public_key] and infos[0].connected
+            await a2.stop()
+            await b2.stop()
+        finally:
+            await c.stop()
+
+    run(scenario)
+
+
+def test_configured_key_mismatch_and_wrong_direction_are_refused() -> None:
+    async def scenario() -> None:
+        ka, kb, kc = keys(3)
+        a, b = await make_node(ka), await make_node(kb)
+        try:
+            # a expects kc at b's address: b proves kb, a refuses
+            await b.start([a.peer_config()])
+            await a.start([PeerConfig("127.0.0.1", b.port, kc.public_key)])
+            await wait_until(lambda: failures(a, "unexpected_key") >= 1)
+            assert a.net.connected() == []
+        finally:
+            await a.stop()
+            await b.stop()
+        # a larger key dialing a configured smaller one is told "we dial you"
+        a, b = await make_node(ka), await make_node(kb)
+        try:
+            await a.start([])  # a does not dial b
+            a.net.validator_keys = frozenset()
+            a.net._configured[kb.public_key] = b.peer_config()  # but a knows b: b must be dialed by a
+            rogue = await raw_connect(kb, a.port, expect_refusal=True)
+            assert rogue is None
+            await wait_until(lambda: failures(a, "direction") >= 1)
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario)
+
+
+class BadProofSigner:
+    def __init__(self, key: Key) -> None:
+        self.key = key
+        self.public_key = key.public_key
+
+    def sign(self, message: bytes) -> bytes:
+        return self.key.sign(message + b"tampered")
+
+
+def test_bad_proof_is_refused() -> None:
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        a, b = await make_node(ka), await make_node(kb)
+        try:
+            await b.start([a.peer_config()])
+            await a.start([b.peer_config()], signer=BadProofSigner(ka))
+            await wait_until(lambda: failures(b, "bad_proof") >= 2)
+            # b, the verifier, never lets a in (a, the dialer, learns it only after sending its proof)
+            assert b.net.connected() == [] and b.handler.statuses == []
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------------------- restarts
+
+
+def test_reconnect_after_the_accepting_peer_restarts() -> None:
+    async def scenario() -> None:
+        a, b = await mesh(2)  # a dials b
+        try:
+            kb = b.key.public_key
+            await b.stop()
+            await wait_until(lambda: a.net.connected() == [], "a notices b is gone")
+            b2 = await make_node(b.key, port=b.port)
+            b2.handler.our_height = 4
+            await b2.start([a.peer_config()])
+            await wait_until(lambda: a.net.connected() == [kb], "a reconnects")
+            assert a.net.peer_heights() == {kb: 4}  # from b2's Hello
+            a.net.broadcast_consensus(b"after-restart")
+            await wait_until(lambda: len(b2.handler.consensus) == 1)
+            await b2.stop()
+        finally:
+            await a.stop()
+
+    run(scenario)
+
+
+def test_reconnect_after_the_dialing_peer_restarts() -> None:
+    async def scenario() -> None:
+        a, b = await mesh(2)
+        try:
+            ka = a.key.public_key
+            await a.stop()
+            await wait_until(lambda: b.net.connected() == [], "b notices a is gone")
+            a2 = await make_node(a.key, port=a.port)
+            await a2.start([b.peer_config()])
+            await wait_until(lambda: b.net.connected() == [ka], "a2 dials again")
+            b.net.broadcast_consensus(b"hello again")
+            await wait_until(lambda: len(a2.handler.consensus) == 1)
+            await a2.stop()
+        finally:
+            await b.stop()
+
+    run(scenario)
+
+
+# ---------------------------------------------------------------------------- garbage
+
+
+class RawPeer:
+    """A hand-driven Gossip client: performs the handshake, then writes whatever bytes we like."""
+
+    def __init__(self, channel: Any, call: Any) -> None:
+        self.channel = channel
+        self.call = call
+
+    async def send(self, data: bytes) -> None:
+        await self.call.write(data)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await self.channel.close()
+
+
+async def raw_connect(key: Key, port: int, expect_refusal: bool = False) -> RawPeer | None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.stream_stream(GOSSIP_METHOD)()
+    nonce = bytes(32)
+    hello = node_pb2.Hello(chain_id=CHAIN, public_key=key.public_key, nonce=nonce, protocol_version=1)
+    await call.write(node_pb2.PeerMessage(hello=hello).SerializeToString())
+    try:
+        theirs = node_pb2.PeerMessage.FromString(await call.read()).hello
+        reply = await call.read()  # the acceptor proves first
+    except grpc.aio.AioRpcError as exc:
+        assert expect_refusal and exc.code() == grpc.StatusCode.PERMISSION_DENIED, exc
+        await channel.close()
+        return None
+    assert not expect_refusal and reply is not grpc.aio.EOF
+    assert node_pb2.PeerMessage.FromString(reply).WhichOneof("msg") == "hello_proof"
+    proof = key.sign(hello_sign_bytes(CHAIN, theirs.nonce, key.public_key))
+    message = node_pb2.PeerMessage(hello_proof=node_pb2.HelloProof(signature=proof))
+    await call.write(message.SerializeToString())
+    return RawPeer(channel, call)
+
+
+def test_garbage_and_oversized_messages_are_dropped_then_the_peer_is_disconnected() -> None:
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        b = await make_node(kb)
+        try:
+            await b.start([], validator_keys=[ka.public_key])
+            peer = await raw_connect(ka, b.port)
+            assert peer is not None
+            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            await peer.send(b"\xff\xff\xff\xff")  # not a protobuf
+            await peer.send(b"")  # an empty PeerMessage
+            await peer.send(node_pb2.PeerMessage(consensus=b"x" * 5000).SerializeToString())  # > 4096
+            big_tx = node_pb2.TxBatch(txs=[b"y" * (MAX_TX_BYTES + 1)])
+            await peer.send(node_pb2.PeerMessage(txs=big_tx).SerializeToString())
+            await peer.send(node_pb2.PeerMessage(consensus=b"still fine").SerializeToString())
+            await wait_until(lambda: b.handler.consensus == [(b"still fine", ka.public_key)])
+            assert dropped(b, "garbage") == 2 and dropped(b, "oversized") == 2
+            assert b.net.connected() == [ka.public_key]
+            await peer.send(node_pb2.PeerMessage(hello=node_pb2.Hello()).SerializeToString())  # 5th bad
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                while await peer.call.read() is not grpc.aio.EOF:
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "bad messages" in (info.value.details() or "")
+            await wait_until(lambda: b.net.connected() == [])
+            await peer.close()
+            # the node still accepts peers
+            again = await raw_connect(ka, b.port)
+            assert again is not None
+            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            await again.close()
+        finally:
+            await b.stop()
+
+    run(scenario)
+
+
+def test_a_message_over_the_grpc_limit_ends_that_stream_only() -> None:
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        b = await make_node(kb, max_message_bytes=64 * 1024)
+        try:
+            await b.start([], validator_keys=[ka.public_key])
+            peer = await raw_connect(ka, b.port)
+            assert peer is not None
+            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            await peer.send(node_pb2.PeerMessage(consensus=b"z" * 100_000).SerializeToString())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                while await peer.call.read() is not grpc.aio.EOF:
+                    pass
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            await wait_until(lambda: b.net.connected() == [])
+            await peer.close()
+            again = await raw_connect(ka, b.port)
+            assert again is not None
+            await again.send(node_pb2.PeerMessage(consensus=b"ok").SerializeToString())
+            await wait_until(lambda: b.handler.consensus == [(b"ok", ka.public_key)])
+            await again.close()
+        finally:
+            await b.stop()
+
+    run(scenario)
+
+
+def test_inbound_streams_are_refused_until_started() -> None:
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        b = await make_node(kb)
+        b.servicer.network = PeerNetwork(chain_id=CHAIN, signer=kb, peers=(), validator_keys=[ka.public_key])
+        try:
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{b.port}")
+            call = channel.stream_stream(GOSSIP_METHOD)()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.read()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            await channel.close()
+        finally:
+            await b.server.stop(None)
+
+    run(scenario)
