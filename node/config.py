@@ -132,7 +132,7 @@ class ConsensusTimeouts:
     timeout_prevote_delta_ms: int = 250
     timeout_precommit_ms: int = 500
     timeout_precommit_delta_ms: int = 250
-    timeout_commit_ms: int = 300
+    timeout_commit_ms: int = 100
 
 
 @dataclass(frozen=True, slots=True)
