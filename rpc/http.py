@@ -39,6 +39,7 @@ MAX_BODY_BYTES = 256 * 1024
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _HASH = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 _UINT = re.compile(r"[0-9]{1,19}")
+METRICS_KEY = web.AppKey("metrics", IndexerMetrics)
 
 
 class Backend(Protocol):
@@ -301,7 +302,7 @@ class Api:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    metrics: IndexerMetrics = request.app["metrics"]
+    metrics = request.app[METRICS_KEY]
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     try:
         response: web.StreamResponse = await handler(request)
@@ -321,7 +322,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 def make_app(backend: Backend) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
-    app["metrics"] = backend.metrics
+    app[METRICS_KEY] = backend.metrics
     api = Api(backend)
     r = app.router
     r.add_get("/v1/markets", api.markets)

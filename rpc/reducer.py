@@ -5,8 +5,11 @@ Theory of operation
   the validators) plus what the API needs and the chain does not keep: the id of the last
   applied block, one sequence number per *topic* (``book:BTC-PERP``, ``trades:BTC-PERP``,
   ``account:0x...``; the book's is DESIGN.md's per-market ``seq``), the open candles, the
-  most recent trades, open interest, and references to resting orders so that an order
-  leaving the book can still be described (price, side, original size).
+  most recent trades, open interest, references to resting orders so that an order
+  leaving the book can still be described (price, side, original size), and the level
+  sizes last published per market, so a book update is an exact diff: a level touched
+  during a block but back to its old size (or created and emptied within the block) is
+  not sent, and size "0" is sent only for a level the subscriber has.
 - ``apply_committed(state, committed)`` verifies the block (rpc/verify.py), applies it,
   checks the replay against the node's report, and turns the block's events into
   ``ChannelUpdate`` values, each stamped with the height and its topic's next ``seq``
@@ -85,6 +88,7 @@ class IndexerState:
         "recent_trades",
         "last_block",
         "verify_tx_signatures",
+        "levels",
     )
 
     def __init__(self, stf_state: State, verify_tx_signatures: bool = False) -> None:
@@ -108,6 +112,13 @@ class IndexerState:
             deque(maxlen=RECENT_TRADES) for _ in stf_state.markets
         ]
         self.last_block: dict[str, Any] | None = None
+        # level sizes as last published, per market: book updates are exact diffs against them
+        self.levels: list[dict[tuple[bool, int], int]] = []
+        for market in stf_state.markets:
+            book = market.book
+            published = {(True, p): lv.total for p, lv in book.bids.items()}
+            published.update({(False, p): lv.total for p, lv in book.asks.items()})
+            self.levels.append(published)
 
     @property
     def height(self) -> int:
@@ -273,6 +284,14 @@ class _Describer:
     # -- event handlers ---------------------------------------------------------------------
     def on_book_level(self, e: tuple[Any, ...]) -> None:
         _, market_id, is_buy, price, size = e
+        published = self.state.levels[market_id]
+        key = (is_buy, price)
+        if published.get(key, 0) == size:
+            return  # touched during the block but back where it was (or never published)
+        if size:
+            published[key] = size
+        else:
+            del published[key]
         spec = self.state.stf.markets[market_id].spec
         # DESIGN.md: size "0" deletes the level (live sizes are in the market's precision)
         level = [fmt(price, spec.price_decimals), fmt(size, spec.size_decimals) if size else "0"]
