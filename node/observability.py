@@ -44,6 +44,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -76,6 +77,9 @@ class NodeMetrics:
     """Every Prometheus metric of a node, in a registry of its own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No ``*_created`` series next to counters and histograms (process-wide setting of
+        # prometheus_client; nothing in the node uses them and they double the exposition).
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.info = Gauge("ita_node_info", "Constant 1, labelled with the node identity.",

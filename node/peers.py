@@ -287,6 +287,9 @@ class _Conn:
                 if not task.cancelled() and task.exception() is not None:
                     self.close(f"stream error: {_describe(task.exception())}")
             self.close("stream ended")
+        except asyncio.CancelledError:  # the RPC was cancelled under us (server stop, peer gone)
+            self.close("stream cancelled")
+            raise
         finally:
             for task in tasks:
                 task.cancel()

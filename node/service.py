@@ -41,7 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from node.interfaces import NodeBackend
 from node.mempool import Admission
 from node.observability import SPAN_TX_SUBMIT, NodeMetrics, Tracing
-from node.peers import MAX_GRPC_MESSAGE_BYTES
+from node.peers import MAX_GRPC_MESSAGE_BYTES, PeerNetwork
 from proto.ita.v1 import node_pb2
 from stf.snapshot import MAGIC as SNAPSHOT_MAGIC
 
@@ -304,7 +304,10 @@ async def start_grpc_server(
     max_message_bytes: int = MAX_GRPC_MESSAGE_BYTES,
 ) -> grpc.aio.Server:
     """Start the node's gRPC server on ``listen`` (``host:port``; port 0 picks one, see ``bound_port``)
-    with Node, Peer (when given), health checking and reflection."""
+    with Node, Peer (when given), health checking and reflection. Status lists ``peer_infos()`` when
+    the backend's status has no peers; it defaults to the PeerNetwork's when one is passed."""
+    if peer_infos is None and isinstance(peer_servicer, PeerNetwork):
+        peer_infos = peer_servicer.peer_infos
     server = grpc.aio.server(options=server_options(max_message_bytes))
     node = NodeService(backend, peer_infos=peer_infos, metrics=metrics, tracing=tracing)
     server.add_generic_rpc_handlers((node.rpc_handler(),))

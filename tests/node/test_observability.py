@@ -83,6 +83,7 @@ def test_exposition_parses_with_every_metric_typed_and_documented() -> None:
     assert "ita_consensus_rounds_total 3.0" in text
     assert 'ita_peer_handshake_failures_total{reason="wrong_chain"} 1.0' in text
     assert "ita_block_interval_seconds_bucket" in text
+    assert "_created" not in text  # no creation-timestamp series
 
 
 def test_two_metric_sets_do_not_collide() -> None:

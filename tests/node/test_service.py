@@ -370,3 +370,28 @@ def test_the_peer_service_is_registered_and_listed_when_given() -> None:
             await stop_grpc_server(server, grace=None)
 
     asyncio.run(main())
+
+
+def test_a_peer_network_passed_as_the_peer_servicer_also_feeds_status_peers() -> None:
+    from node.config import PeerConfig
+    from node.peers import PeerNetwork
+    from sdk.keys import Key
+
+    me, other = Key.from_seed(b"\x01" * 32), Key.from_seed(b"\x02" * 32)
+    network = PeerNetwork(chain_id=CHAIN, signer=me, peers=[PeerConfig("127.0.0.1", 1, other.public_key)])
+
+    async def main() -> None:
+        server = await start_grpc_server("127.0.0.1:0", FakeBackend(), network)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{bound_port(server)}")
+        try:
+            status = await node_pb2_grpc.NodeStub(channel).Status(node_pb2.StatusRequest())
+            assert [(p.address, p.public_key, p.connected) for p in status.peers] == [
+                ("127.0.0.1:1", other.public_key, False)]
+            call = channel.stream_stream("/ita.v1.Peer/Gossip")()
+            err = await rpc_error(call.read())  # registered, but not started: refused
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await channel.close()
+            await stop_grpc_server(server, grace=None)
+
+    asyncio.run(main())
