@@ -314,13 +314,15 @@ class IndexerService:
         assert self.task is not None
         await self.task
 
-    async def stop(self) -> None:
+    async def stop(self, save_snapshot: bool = True) -> None:
+        """Stop serving and indexing; ``save_snapshot=False`` leaves the store as a crash would."""
         for task in (self.task, self.gauges):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, IndexerFatal):
                     await task
-        self.indexer.save_snapshot()
+        if save_snapshot:
+            self.indexer.save_snapshot()
         await self.indexer.hub.stop()
         if self.runner is not None:
             await self.runner.cleanup()

@@ -27,8 +27,12 @@ class SimNodeServicer(node_pb2_grpc.NodeServicer):
     def __init__(self, chain: SimChain, chunk_size: int = 1 << 20) -> None:
         self.chain = chain
         self.chunk_size = chunk_size
+        self.hold_at: int | None = None  # tests: stream no block above this height (a lagging node link)
         self._new_block = asyncio.Event()
-        chain.listeners.append(lambda _committed: self._new_block.set())
+        chain.listeners.append(lambda _committed: self.wake())
+
+    def wake(self) -> None:
+        self._new_block.set()
 
     async def SubmitTx(self, request: Any, context: Any) -> node_pb2.SubmitTxResponse:  # noqa: N802
         v = self.chain.submit(request.tx)
@@ -77,7 +81,7 @@ class SimNodeServicer(node_pb2_grpc.NodeServicer):
     async def StreamBlocks(self, request: Any, context: Any) -> AsyncIterator[block_pb2.CommittedBlock]:  # noqa: N802
         height = max(request.from_height, 1)
         while True:
-            while height <= self.chain.height:
+            while height <= self.chain.height and (self.hold_at is None or height <= self.hold_at):
                 yield self.chain.block(height)
                 height += 1
             self._new_block.clear()
@@ -95,6 +99,7 @@ class SimNode:
         self.port = port
         self.chunk_size = chunk_size
         self.server: grpc.aio.Server | None = None
+        self.servicer = SimNodeServicer(chain, chunk_size)
 
     @property
     def address(self) -> str:
@@ -102,7 +107,7 @@ class SimNode:
 
     async def start(self) -> None:
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20)])
-        node_pb2_grpc.add_NodeServicer_to_server(SimNodeServicer(self.chain, self.chunk_size), server)
+        node_pb2_grpc.add_NodeServicer_to_server(self.servicer, server)
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         await server.start()
         self.server = server

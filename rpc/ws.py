@@ -63,11 +63,13 @@ class WsLimits:
     ops_per_s: float = 50.0
     writer_limit: int = 64 * 1024  # bytes buffered in the transport before a send waits
     socket_send_buffer: int | None = None  # SO_SNDBUF per connection (None: the OS default)
+    close_timeout_s: float = 2.0  # a closing peer that does not take the close frame is aborted
 
 
 class Client:
     __slots__ = (
         "ws",
+        "transport",
         "queue",
         "queued_bytes",
         "wake",
@@ -79,8 +81,11 @@ class Client:
         "refilled",
     )
 
-    def __init__(self, ws: web.WebSocketResponse, burst: int) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, burst: int, transport: asyncio.Transport | None
+    ) -> None:
         self.ws = ws
+        self.transport = transport
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
@@ -310,7 +315,18 @@ class Hub:
         client.queue.clear()
         client.queued_bytes = 0
         client.wake.set()
-        asyncio.get_running_loop().create_task(client.ws.close(code=code, message=reason.encode()[:120]))
+        asyncio.get_running_loop().create_task(self._close(client, code, reason))
+
+    async def _close(self, client: Client, code: int, reason: str) -> None:
+        """Close politely; a peer that does not read (so the close frame cannot be flushed) is
+        aborted after ``close_timeout_s``."""
+        try:
+            await asyncio.wait_for(
+                client.ws.close(code=code, message=reason.encode()[:120]), self.limits.close_timeout_s
+            )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            if client.transport is not None:
+                client.transport.abort()
 
     def disconnect(self, client: Client) -> None:
         for topic in list(client.subs):
@@ -354,7 +370,7 @@ class Hub:
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
         await ws.prepare(request)
-        client = Client(ws, limits.ops_burst)
+        client = Client(ws, limits.ops_burst, request.transport)
         self.clients[client] = None
         self.metrics.ws_connections.set(len(self.clients))
         writer = asyncio.create_task(self.pump(client))
