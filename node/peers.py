@@ -43,6 +43,14 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
   messages (consensus re-gossips and block sync re-requests on its own).
 - tx: ``await handler.on_txs(batch, peer)`` one batch at a time.
 
+Consensus replay. The network remembers the last ``replay_consensus_messages`` consensus
+messages it broadcast (bounded in bytes too) and queues them, oldest first, to every peer
+whose stream has just been authenticated. A proposal or vote broadcast while a peer was
+down or not yet connected (at start-up the engine proposes before any stream is up) thus
+still reaches it; stale ones are harmless to the consensus core (height/round guards).
+This is a cheap stand-in for Tendermint's per-peer vote gossip, not a replacement for the
+engine re-broadcasting when a round stalls.
+
 Everything runs on the node's single event loop; no locks.
 """
 
@@ -119,6 +127,8 @@ class PeerLimits:
     queue_bytes: int = 64 * 1024 * 1024
     inbound_tx_batches: int = 64  # per-peer, awaiting on_txs
     max_bad_messages: int = 10
+    replay_consensus_messages: int = 128  # replayed to a newly connected peer (0: off)
+    replay_consensus_bytes: int = 16 * 1024 * 1024
     handshake_timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
@@ -446,6 +456,8 @@ class PeerNetwork:
         self._running = False
         self._round_robin = 0
         self._changed = asyncio.Event()
+        self._recent_consensus: deque[bytes] = deque()  # serialized PeerMessages, oldest first
+        self._recent_bytes = 0
         self.servicer = PeerServicer(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -490,7 +502,19 @@ class PeerNetwork:
             conn.send(kind, data, bulk)
 
     def broadcast_consensus(self, payload: bytes) -> None:
-        self._broadcast("consensus", node_pb2.PeerMessage(consensus=payload).SerializeToString())
+        data = node_pb2.PeerMessage(consensus=payload).SerializeToString()
+        self._broadcast("consensus", data)
+        self._remember_consensus(data)
+
+    def _remember_consensus(self, data: bytes) -> None:
+        limits = self.limits
+        if limits.replay_consensus_messages <= 0 or len(data) > limits.replay_consensus_bytes:
+            return
+        self._recent_consensus.append(data)
+        self._recent_bytes += len(data)
+        while (len(self._recent_consensus) > limits.replay_consensus_messages
+               or self._recent_bytes > limits.replay_consensus_bytes):
+            self._recent_bytes -= len(self._recent_consensus.popleft())
 
     def broadcast_txs(self, txs: Sequence[bytes]) -> None:
         if txs:
@@ -503,8 +527,11 @@ class PeerNetwork:
 
     def request_blocks(self, from_height: int, to_height: int) -> None:
         heights = {"from_height": from_height, "to_height": to_height}
-        if from_height < 1 or to_height < from_height:
-            log.warning("ignored a bad block request", extra=heights)
+        if to_height < from_height:  # an empty range: nothing to ask
+            log.debug("ignored an empty block request", extra=heights)
+            return
+        if from_height < 1:
+            log.warning("ignored a block request below height 1", extra=heights)
             return
         candidates = sorted((c for c in self._conns.values() if c.height >= to_height), key=lambda c: c.key)
         if not candidates:
@@ -550,6 +577,8 @@ class PeerNetwork:
         if old is not None:
             old.close("replaced by a new stream from the same peer")
         self._conns[conn.key] = conn
+        for data in self._recent_consensus:  # see "Consensus replay" in the module doc
+            conn.send("consensus", data)
         self.metrics.peers_connected.set(len(self._conns))
         self._changed.set()
         log.info("peer connected", extra={"peer": conn.label, "moniker": conn.moniker, "height": conn.height,

@@ -585,3 +585,24 @@ def test_inbound_streams_are_refused_until_started() -> None:
             await b.server.stop(None)
 
     run(scenario)
+
+
+def test_recent_consensus_messages_are_replayed_to_a_peer_that_connects_later() -> None:
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        limits = PeerLimits(backoff_initial_s=0.01, backoff_max_s=0.2, replay_consensus_messages=3)
+        a, b = await make_node(ka), await make_node(kb)
+        try:
+            await a.start([b.peer_config()], limits=limits)
+            for i in range(5):  # nobody is connected: only the last 3 are kept
+                a.net.broadcast_consensus(b"early-%d" % i)
+            await b.start([a.peer_config()])
+            await wait_until(lambda: len(b.handler.consensus) == 3)
+            a.net.broadcast_consensus(b"live")
+            await wait_until(lambda: len(b.handler.consensus) == 4)
+            assert [p for p, _ in b.handler.consensus] == [b"early-2", b"early-3", b"early-4", b"live"]
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario)
