@@ -93,7 +93,6 @@ HELLO_DOMAIN_TAG = b"ita/peer/hello/v1\x00"
 PROTOCOL_VERSION = 1
 NONCE_LEN = 32
 KEY_LEN = 32
-SIGNATURE_LEN = 64
 GOSSIP_METHOD = "/ita.v1.Peer/Gossip"
 MAX_GRPC_MESSAGE_BYTES = 16 * 1024 * 1024  # gRPC send/receive limit (blocks are the largest messages)
 _BLOCK_FIELD_TAG = b"\x32"  # PeerMessage.block: field 6, wire type 2 (length-delimited)
