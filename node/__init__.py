@@ -1,1 +1,7 @@
-"""The ita validator / full-node process: storage, WAL, signing guard, mempool, gRPC services."""
+"""The validator process (see node/main.py)."""
+
+import os
+
+# gRPC's C core prints plain-text lines ("Got goaway", ...) to stderr that break JSON logs;
+# keep only its errors unless the operator asks for more (must happen before grpc is imported).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

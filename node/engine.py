@@ -83,6 +83,8 @@ SYNC_BATCH = 50  # blocks asked for per request
 SYNC_RETRY_S = 2.0
 STATUS_EVERY_S = 1.0
 TX_GOSSIP_EVERY_S = 0.01
+STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the current height
+STALL_RESEND_MAX = 64
 
 
 def wall_clock_ms() -> int:
@@ -144,7 +146,7 @@ class Engine:
         self.queue: asyncio.Queue[Input] = asyncio.Queue()
         self.wal: Wal | None = None
         self.height_changed = asyncio.Condition()
-        self.peer_heights: dict[bytes, int] = {}
+        self.own_messages: list[bytes] = []  # what we broadcast at the current height (re-sent on a stall)
         self.sync_buffer: dict[int, tuple[bytes, CommitCertificate]] = {}
         self.sync_requested_at = 0.0
         self.pending_gossip: list[bytes] = []
@@ -254,7 +256,9 @@ class Engine:
 
     def _act(self, out: Output) -> None:
         if isinstance(out, Broadcast):
-            self.network.broadcast_consensus(encode_message(out.message))
+            payload = encode_message(out.message)
+            self.own_messages.append(payload)
+            self.network.broadcast_consensus(payload)
         elif isinstance(out, ScheduleTimeout):
             self._schedule(out.duration_ms, Timeout(out.height, out.round, out.step))
             if out.round > 0 or out.step.name == "PROPOSE":
@@ -314,6 +318,7 @@ class Engine:
         assert self.wal is not None
         self.wal.end_height(height)
         self.last_commit_at = time.monotonic()
+        self.own_messages = []
         self.sync_buffer.pop(height, None)
         self.network.broadcast_status(height)
         asyncio.get_running_loop().create_task(self._notify_height())
@@ -354,7 +359,6 @@ class Engine:
         await self._admit(txs, gossip=False)
 
     def on_status(self, height: int, peer: bytes) -> None:
-        self.peer_heights[peer] = height
         self._maybe_sync()
 
     def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> None:
@@ -386,7 +390,7 @@ class Engine:
         return self.app.height
 
     def _best_peer_height(self) -> int:
-        return max(self.peer_heights.values(), default=0)
+        return max(self.network.peer_heights().values(), default=0)
 
     def _maybe_sync(self) -> None:
         best = self._best_peer_height()
@@ -400,7 +404,8 @@ class Engine:
         start = ours + 1
         while start in self.sync_buffer:
             start += 1
-        self.network.request_blocks(start, min(best, start + SYNC_BATCH - 1))
+        if start <= best:
+            self.network.request_blocks(start, min(best, start + SYNC_BATCH - 1))
 
     def _feed_synced(self, height: int) -> None:
         entry = self.sync_buffer.get(height)
@@ -455,6 +460,15 @@ class Engine:
             await asyncio.sleep(STATUS_EVERY_S)
             self.network.broadcast_status(self.app.height)
             self._maybe_sync()
+            self._rebroadcast_if_stalled()
+
+    def _rebroadcast_if_stalled(self) -> None:
+        """Gossip is best effort: if no block committed for a while, send our messages of the
+        current height again (peers and the core drop duplicates)."""
+        if time.monotonic() - self.last_commit_at < STALL_S:
+            return
+        for payload in self.own_messages[-STALL_RESEND_MAX:]:
+            self.network.broadcast_consensus(payload)
 
     # ------------------------------------------------------------------ NodeBackend
 

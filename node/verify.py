@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -105,6 +108,26 @@ def _noop() -> int:
     return 0
 
 
+ORPHAN_CHECK_S = 1.0
+
+
+def _exit_with_owner(owner_pid: int) -> None:
+    """Worker initializer: exit when the node process that owns the pool is gone (kill -9
+    leaves forkserver children behind otherwise)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(ORPHAN_CHECK_S)
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # the pid was reused by another user's process: the owner is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
 def _context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -119,7 +142,9 @@ class VerifierPool:
         self.chain_id = chain_id
         self.workers = workers
         self.batch_max = batch_max
-        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(workers, mp_context=_context())
+        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            workers, mp_context=_context(), initializer=_exit_with_owner, initargs=(os.getpid(),)
+        )
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
