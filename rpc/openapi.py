@@ -443,7 +443,7 @@ def openapi_document(config: ChainConfig) -> dict[str, Any]:
         ),
         "/v1/orders/{order_id}": get(
             "One order's latest status",
-            [path("order_id", {"type": "integer", "minimum": 0})],
+            [path("order_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})],
             "OrderResponse",
             400,
             404,
@@ -451,7 +451,7 @@ def openapi_document(config: ChainConfig) -> dict[str, Any]:
         ),
         "/v1/blocks/{height}": get(
             "A block with its transactions' result codes",
-            [path("height", {"type": "string", "pattern": "^(latest|[0-9]+)$"})],
+            [path("height", {"type": "string", "pattern": "^(latest|[1-9][0-9]{0,18})$"})],
             "Block",
             400,
             404,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -43,6 +43,7 @@ from rpc.views import (
     address_hex,
     balance_view,
     book_checksum,
+    checksum_window,
     fmt,
     market_view,
     order_view,
@@ -57,7 +58,7 @@ from stf.book import Order
 from stf.config import ChainConfig, address_of
 from stf.results import Code
 from stf.signing import verify_signature
-from stf.state import State
+from stf.state import Account, State
 
 RECENT_TRADES = 100
 TRADE_ID_BASE = 1_000_000  # trade_id = height * TRADE_ID_BASE + index of the trade in the block
@@ -71,7 +72,16 @@ class ChannelUpdate:
     channel: str
     height: int
     seq: int
-    message: dict[str, Any]  # the complete WebSocket message ("type": "update"), JSON-ready
+    message: dict[str, Any]  # the WebSocket message ("type": "update"), JSON-ready
+    # parts computed only for subscribers (account positions and balance): they read the state,
+    # so they must be materialized before the next block is applied (the hub does it in publish)
+    pending: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
+
+    def materialize(self) -> dict[str, Any]:
+        """The complete message (computes the deferred parts once)."""
+        while self.pending:
+            self.message.update(self.pending.pop()())
+        return self.message
 
 
 class IndexerState:
@@ -89,6 +99,7 @@ class IndexerState:
         "last_block",
         "verify_tx_signatures",
         "levels",
+        "checksums",
     )
 
     def __init__(self, stf_state: State, verify_tx_signatures: bool = False) -> None:
@@ -119,6 +130,8 @@ class IndexerState:
             published = {(True, p): lv.total for p, lv in book.bids.items()}
             published.update({(False, p): lv.total for p, lv in book.asks.items()})
             self.levels.append(published)
+        # per market: (checksum, bid floor, ask ceiling) of the last book update (views.checksum_window)
+        self.checksums: list[tuple[int, int, int] | None] = [None] * len(stf_state.markets)
 
     @property
     def height(self) -> int:
@@ -232,6 +245,8 @@ class _Describer:
         self.asks: dict[int, list[list[str]]] = {}
         self.funding: dict[int, list[dict[str, Any]]] = {}
         self.trade_count = 0
+        self.changed_bids: dict[int, list[int]] = {}  # market -> prices of changed bid levels
+        self.changed_asks: dict[int, list[int]] = {}
 
     def delta(self, address: bytes) -> _AccountDelta:
         d = self.accounts.get(address)
@@ -296,6 +311,7 @@ class _Describer:
         # DESIGN.md: size "0" deletes the level (live sizes are in the market's precision)
         level = [fmt(price, spec.price_decimals), fmt(size, spec.size_decimals) if size else "0"]
         (self.bids if is_buy else self.asks).setdefault(market_id, []).append(level)
+        (self.changed_bids if is_buy else self.changed_asks).setdefault(market_id, []).append(price)
 
     def on_trade(self, e: tuple[Any, ...]) -> None:
         _, _tx, market_id, price, size, taker_oid, maker_oid, taker, maker, taker_is_buy, tfee, mfee = e
@@ -456,8 +472,23 @@ class _Describer:
                 f"book:{spec.symbol}",
                 "book",
                 {"market": spec.symbol},
-                {"bids": bids, "asks": asks, "checksum": book_checksum(market.book, spec)},
+                {"bids": bids, "asks": asks, "checksum": self.checksum(market_id)},
             )
+
+    def checksum(self, market_id: int) -> int:
+        """The book checksum after this block, recomputed only if a change reached the top 25."""
+        state = self.state
+        cached = state.checksums[market_id]
+        if cached is not None:
+            value, floor, ceiling = cached
+            if all(p < floor for p in self.changed_bids.get(market_id, ())) and all(
+                p > ceiling for p in self.changed_asks.get(market_id, ())
+            ):
+                return value
+        market = state.stf.markets[market_id]
+        value = book_checksum(market.book, market.spec)
+        state.checksums[market_id] = (value, *checksum_window(market.book))
+        return value
 
     def emit_trades_and_candles(self) -> None:
         state = self.state
@@ -506,16 +537,10 @@ class _Describer:
             d = self.accounts[address]
             account = stf_state.accounts.get(address)
             orders = [r for r in (self.order_record(oid) for oid in d.orders) if r is not None]
-            body: dict[str, Any] = {"orders": orders, "fills": d.fills}
-            body["positions"] = (
-                [position_view(stf_state, account, m) for m in sorted(d.markets)]
-                if account is not None
-                else []
-            )
-            body["balance"] = balance_view(stf_state, account) if account is not None else None
-            body["events"] = d.events
+            body: dict[str, Any] = {"orders": orders, "fills": d.fills, "events": d.events}
             hex_address = address_hex(address)
             self.emit(f"account:{hex_address}", "account", {"address": hex_address}, body)
+            self.updates[-1].pending.append(_account_extras(stf_state, account, sorted(d.markets)))
 
     def emit_markets(self) -> None:
         state = self.state
@@ -555,6 +580,20 @@ class _Describer:
         self.state.last_block = block
         self.emit("blocks", "blocks", {}, {"block": block})
         self.emit("_txs", "_txs", {}, {"txs": txs})
+
+
+def _account_extras(
+    state: State, account: Account | None, markets: list[int]
+) -> Callable[[], dict[str, Any]]:
+    def extras() -> dict[str, Any]:
+        if account is None:
+            return {"positions": [], "balance": None}
+        return {
+            "positions": [position_view(state, account, m) for m in markets],
+            "balance": balance_view(state, account),
+        }
+
+    return extras
 
 
 def describe_tx(raw: bytes) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Any
 
@@ -34,16 +35,31 @@ TIF_NAMES: dict[int, str] = {
 }
 
 
-def fmt(value: int, decimals: int) -> str:
-    """``sdk.units.from_units(value, decimals)`` without the argument checks (hot path)."""
+_FMT_CACHE: dict[tuple[int, int], str] = {}
+_FMT_CACHE_MAX = 200_000
+
+
+def _format(value: int, decimals: int) -> str:
     if decimals == 0:
         return str(value)
     if value < 0:
-        return "-" + fmt(-value, decimals)
+        return "-" + _format(-value, decimals)
     digits = str(value)
     if len(digits) <= decimals:
         digits = digits.rjust(decimals + 1, "0")
     return digits[:-decimals] + "." + digits[-decimals:]
+
+
+def fmt(value: int, decimals: int) -> str:
+    """``sdk.units.from_units(value, decimals)`` without the argument checks, memoized (prices and
+    sizes repeat a lot; the cache is bounded and simply dropped when full)."""
+    key = (value, decimals)
+    text = _FMT_CACHE.get(key)
+    if text is None:
+        if len(_FMT_CACHE) >= _FMT_CACHE_MAX:
+            _FMT_CACHE.clear()
+        text = _FMT_CACHE[key] = _format(value, decimals)
+    return text
 
 
 def usd(value: int) -> str:
@@ -90,7 +106,21 @@ def book_checksum(book: Book, spec: MarketSpec) -> int:
     return checksum(levels(book, True, CHECKSUM_LEVELS, spec), levels(book, False, CHECKSUM_LEVELS, spec))
 
 
+def checksum_window(book: Book) -> tuple[int, int]:
+    """(lowest bid, highest ask) that can change the checksum: a level change strictly below the
+    25th bid and strictly above the 25th ask leaves the top 25 levels, hence the checksum, alone."""
+    bid_floor = book.bid_keys[-CHECKSUM_LEVELS] if len(book.bid_keys) >= CHECKSUM_LEVELS else 0
+    ask_ceiling = -book.ask_keys[-CHECKSUM_LEVELS] if len(book.ask_keys) >= CHECKSUM_LEVELS else 2**63
+    return bid_floor, ask_ceiling
+
+
 def spec_view(spec: MarketSpec) -> dict[str, Any]:
+    """The static part of a market's view (a fresh dict each call; the content is cached)."""
+    return dict(_spec_view(spec))
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_view(spec: MarketSpec) -> dict[str, Any]:
     pd, sd = spec.price_decimals, spec.size_decimals
     return {
         "symbol": spec.symbol,

@@ -81,9 +81,7 @@ class Client:
         "refilled",
     )
 
-    def __init__(
-        self, ws: web.WebSocketResponse, burst: int, transport: asyncio.Transport | None
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, burst: int, transport: asyncio.Transport | None) -> None:
         self.ws = ws
         self.transport = transport
         self.queue: deque[bytes] = deque()
@@ -138,7 +136,7 @@ class Hub:
             subscribers = topics.get(update.topic)
             if not subscribers:
                 continue
-            frame = orjson.dumps(update.message)
+            frame = orjson.dumps(update.materialize())
             encoded += 1
             for client in subscribers:
                 if client.overflowed:

@@ -89,7 +89,7 @@ def test_snapshot_and_metadata_resume_identically() -> None:
 
 
 def by_topic(updates: list[Any], topic: str) -> dict[str, Any]:
-    found = [u.message for u in updates if u.topic == topic]
+    found = [u.materialize() for u in updates if u.topic == topic]
     assert len(found) == 1, topic
     return found[0]
 
