@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -156,6 +157,8 @@ class Indexer:
         try:
             if self._state is None:
                 await self.bootstrap()
+                gc.collect()
+                gc.freeze()  # the loaded state is long-lived: keep it out of full GC scans (tail latency)
             await self._tail()
         except IndexerFatal as exc:
             await self._halt(exc)
