@@ -201,8 +201,10 @@ def run(
     out: IO[str] = sys.stdout,
     timeout: float = 10.0,
     wait_for_nodes: float = 60.0,
+    presigned: Sequence[bytes] | None = None,
 ) -> Counter[str]:
-    """Submit ``rate`` txs/s until ``duration`` seconds passed (0: until SIGINT/SIGTERM)."""
+    """Submit ``rate`` txs/s until ``duration`` seconds passed (0: until SIGINT/SIGTERM), or until
+    the ``presigned`` txs (signed before the clock starts, to keep signing off the hot path) ran out."""
     stop = {"flag": False}
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -225,7 +227,12 @@ def run(
             if due <= 0:
                 time.sleep(min(batch_ms / 1000, max(0.001, (sent + 1) / rate - (now - started))))
                 continue
-            txs = [factory.next_tx() for _ in range(due)]
+            if presigned is not None:
+                txs = list(presigned[sent : sent + due])
+                if not txs:
+                    break
+            else:
+                txs = [factory.next_tx() for _ in range(due)]
             submitted_at = time.time()
             try:
                 answers = pool.submit(txs)
@@ -269,6 +276,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--place-only", action="store_true", help="only place orders (no cancels)")
     parser.add_argument("--record", help="append '<tx hash hex> <submit unix time>' per accepted tx")
     parser.add_argument("--stats-every", type=float, default=10.0)
+    parser.add_argument(
+        "--presign",
+        action="store_true",
+        help="sign rate x duration txs before starting the clock (needs --duration)",
+    )
+    parser.add_argument(
+        "--wait-go",
+        action="store_true",
+        help='print {"ready": true} when set up, then start on the first line read from stdin',
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.rate <= 0:
         parser.error("--rate must be > 0")
@@ -289,6 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     markets = [m for m in args.markets.split(",") if m] or None
     factory = OrderFactory(chain, keys, args.seed, markets, args.place_only)
+    presigned = None
+    if args.presign:
+        if args.duration <= 0:
+            parser.error("--presign needs --duration")
+        presigned = [factory.next_tx() for _ in range(int(args.rate * args.duration) + 1)]
+    if args.wait_go:
+        print(json.dumps({"ready": True, "presigned": len(presigned or [])}), flush=True)
+        sys.stdin.readline()
     record = open(args.record, "a", encoding="ascii") if args.record else None  # noqa: SIM115
     try:
         run(
@@ -300,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_batch=args.max_batch,
             record=record,
             stats_every=args.stats_every,
+            presigned=presigned,
         )
     finally:
         if record is not None:

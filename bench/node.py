@@ -1,0 +1,360 @@
+"""Node benchmark: committed signed orders per second and submit->commit latency, 1 and 4 validators.
+
+Prints one JSON object per result on stdout (progress goes to stderr):
+
+- ``ed25519_verify_per_core``: ``stf.signing.verify_signature`` (PyNaCl plus the S < L check,
+  what a node runs per tx) on real tx signing messages from 64 keys, in this process, best of
+  3: the machine's per-core verification bound.
+- ``node_step``: one offered rate against one network: ``offered_per_s``, ``committed_per_s``
+  (transactions of the clients that were committed, counted by their commit time inside the
+  measurement window), ``latency_ms`` p50/p90/p99 (client's wall clock just before its
+  ``SubmitTxs`` call -> arrival of the committing block on a ``StreamBlocks`` subscription of
+  validator 0; same machine, same clock), admission counts, blocks and txs per block, and
+  ``ratio_to_verify_bound`` = committed_per_s / ed25519 verifications per second of one core.
+- ``node_result``: per validator count, the best step whose p99 <= ``--p99-limit-ms`` (500)
+  and which committed >= 90 % of what was offered, with the issue's target next to it: 1
+  validator >= 60 % of one core's verification rate; 4 validators >= 3,000 orders/s.
+
+Load: ``--clients`` separate ``python -m devnet.loadgen`` processes (place orders only: GTC,
+post-only, IOC and market orders around the oracle walk, from disjoint ranges of funded devnet
+accounts), each signing its whole schedule before the clock starts (``--presign``: signing is
+the client's cost, not the node's) and submitting it in ``SubmitTxs`` batches every
+``--batch-ms`` ms, round robin over the validators. Offered rates ramp up (``--rates``, default
+doubling from 500/s) until a step commits < 90 % of its offer or its p99 exceeds 2 s.
+
+Networks are planned like ``ita devnet`` (each validator its own process, peers all-to-all on
+loopback) with block limits raised to the chain's (5,000 txs) and one verification worker per
+validator (two for a single validator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from devnet.network import Network, Plan, create_homes, plan_network  # noqa: E402
+from node.config import BlockLimits, ConsensusTimeouts, MempoolConfig, NodeConfig  # noqa: E402
+from proto.ita.v1 import tx_pb2  # noqa: E402
+from sdk import tx as sdk_tx  # noqa: E402
+from sdk.client import NodeClient, NodeError  # noqa: E402
+from sdk.keys import Key  # noqa: E402
+from stf.signing import signing_message, verify_signature  # noqa: E402
+
+CHAIN_ACCOUNTS = 400
+TARGET_1V_RATIO = 0.60
+TARGET_4V_RATE = 3000.0
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record, separators=(",", ":")), flush=True)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- verification bound
+
+
+def verify_rate_per_core(n: int = 4000, runs: int = 3) -> float:
+    keys = [Key.from_seed(bytes([i]) * 32) for i in range(64)]
+    items = []
+    for i in range(n):
+        key = keys[i % len(keys)]
+        body = sdk_tx.tx_body("ita-bench-1", 1_700_000_000_000 + i, sdk_tx.transfer(b"\x01" * 20, 1 + i))
+        raw = tx_pb2.SignedTx.FromString(sdk_tx.sign_tx(key, "ita-bench-1", body))
+        items.append((raw.public_key, raw.signature, signing_message("ita-bench-1", raw.body)))
+    best = 0.0
+    for _ in range(runs):
+        started = time.perf_counter()
+        for public_key, signature, message in items:
+            verify_signature(public_key, signature, message)
+        best = max(best, n / (time.perf_counter() - started))
+    return best
+
+
+# ---------------------------------------------------------------------------- one network
+
+
+def bench_template(validators: int) -> NodeConfig:
+    return NodeConfig(
+        consensus=ConsensusTimeouts(timeout_commit_ms=100),
+        mempool=MempoolConfig(
+            verify_workers=2 if validators == 1 else 1, max_txs=50_000, max_txs_per_account=1_000
+        ),
+        block=BlockLimits(max_txs=5_000, max_bytes=2 * 1024 * 1024),
+        snapshot_interval=1_000,
+        oracle_interval_ms=1_000,
+        log_level="warning",
+    )
+
+
+class CommitWatcher:
+    """StreamBlocks from validator 0 in a thread: arrival wall time per committed tx hash."""
+
+    def __init__(self, address: str, from_height: int) -> None:
+        self.client = NodeClient(address, timeout=30)
+        self.committed: dict[bytes, float] = {}
+        self.blocks: list[tuple[float, int]] = []  # (arrival, txs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(from_height,), daemon=True)
+        self._thread.start()
+
+    def _run(self, from_height: int) -> None:
+        try:
+            for committed in self.client.stream_blocks(from_height):
+                now = time.time()
+                self.blocks.append((now, len(committed.tx_hashes)))
+                for digest in committed.tx_hashes:
+                    self.committed[bytes(digest)] = now
+                if self._stop.is_set():
+                    return
+        except NodeError as exc:
+            if not self._stop.is_set():
+                progress(f"watcher stopped: {exc}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.close()
+
+
+def read_records(paths: list[Path]) -> dict[bytes, float]:
+    out: dict[bytes, float] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            digest, _, at = line.partition(" ")
+            if at:
+                out[bytes.fromhex(digest)] = float(at)
+    return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def run_step(
+    plan: Plan, workdir: Path, rate: float, args: argparse.Namespace, step: int, verify_rate: float
+) -> dict[str, Any]:
+    nodes = ",".join(n.grpc for n in plan.nodes)
+    per_client = rate / args.clients
+    accounts_per_client = CHAIN_ACCOUNTS // args.clients // 4  # a fresh quarter of each range per step
+    records = [workdir / f"records-{step}-{k}.txt" for k in range(args.clients)]
+    duration = args.warmup + args.measure
+    clients = []
+    for k in range(args.clients):
+        first = k * (CHAIN_ACCOUNTS // args.clients) + (step % 4) * accounts_per_client
+        argv = [
+            sys.executable,
+            "-m",
+            "devnet.loadgen",
+            "--nodes",
+            nodes,
+            "--genesis",
+            str(plan.genesis_file),
+            "--rate",
+            f"{per_client:.3f}",
+            "--accounts",
+            f"{first}-{first + accounts_per_client - 1}",
+            "--duration",
+            str(duration),
+            "--presign",
+            "--wait-go",
+            "--place-only",
+            "--seed",
+            str(step * 100 + k),
+            "--batch-ms",
+            str(args.batch_ms),
+            "--record",
+            str(records[k]),
+            "--stats-every",
+            "1000",
+        ]
+        clients.append(
+            subprocess.Popen(  # noqa: S603
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+        )
+    for proc in clients:  # all presigned
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("{"):
+            raise RuntimeError(f"load client failed to start: {line!r}")
+    start_height = NodeClient(plan.nodes[0].grpc).status().height
+    watcher = CommitWatcher(plan.nodes[0].grpc, start_height + 1)
+    go = time.time()
+    for proc in clients:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    finals: list[dict[str, Any]] = []
+    for proc in clients:
+        out, _ = proc.communicate(timeout=duration + 120)
+        for line in out.splitlines():
+            if '"final"' in line:
+                finals.append(json.loads(line))
+    time.sleep(args.drain)  # let the last submissions commit
+    watcher.stop()
+    submitted = read_records(records)
+    window = (go + args.warmup, go + duration)
+    committed_in_window = [
+        d for d, at in watcher.committed.items() if d in submitted and window[0] <= at < window[1]
+    ]
+    latencies = sorted(
+        (watcher.committed[d] - at) * 1000
+        for d, at in submitted.items()
+        if window[0] <= at < window[1] and d in watcher.committed
+    )
+    submitted_in_window = sum(1 for at in submitted.values() if window[0] <= at < window[1])
+    blocks_in_window = [txs for at, txs in watcher.blocks if window[0] <= at < window[1]]
+    committed_rate = len(committed_in_window) / args.measure
+    admissions: dict[str, int] = {}
+    for final in finals:
+        for key, value in final.items():
+            if key not in ("final", "elapsed_s"):
+                admissions[key] = admissions.get(key, 0) + int(value)
+    return {
+        "bench": "node_step",
+        "validators": len(plan.nodes),
+        "offered_per_s": round(rate, 1),
+        "committed_per_s": round(committed_rate, 1),
+        "latency_ms": {
+            "p50": round(percentile(latencies, 0.50), 1),
+            "p90": round(percentile(latencies, 0.90), 1),
+            "p99": round(percentile(latencies, 0.99), 1),
+        },
+        "measured_txs": len(latencies),
+        "uncommitted_in_window": submitted_in_window - len(latencies),
+        "ratio_to_verify_bound": round(committed_rate / verify_rate, 4),
+        "blocks": len(blocks_in_window),
+        "avg_block_txs": round(sum(blocks_in_window) / len(blocks_in_window), 1) if blocks_in_window else 0,
+        "admissions": admissions,
+        "clients": args.clients,
+        "window_s": args.measure,
+    }
+
+
+def run_network(validators: int, args: argparse.Namespace, verify_rate: float) -> list[dict[str, Any]]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"ita-bench-{validators}v-"))
+    plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=bench_template(validators))
+    create_homes(plan)
+    net = Network(plan)
+    steps: list[dict[str, Any]] = []
+    try:
+        net.start_validators()
+        NodeClient(plan.nodes[0].grpc).wait_for_height(2, timeout=120)
+        rates = [float(r) for r in args.rates.split(",")] if args.rates else None
+        rate = rates[0] if rates else args.start_rate
+        for step in range(len(rates) if rates else args.max_steps):
+            if rates:
+                rate = rates[step]
+            progress(f"{validators} validator(s): offering {rate:.0f} orders/s")
+            result = run_step(plan, workdir, rate, args, step, verify_rate)
+            emit(result)
+            steps.append(result)
+            dead = [p.name for p in net.validators if not p.alive()]
+            if dead:
+                progress(f"validators died: {dead}; logs in {workdir}")
+                break
+            saturated = result["committed_per_s"] < 0.9 * rate or result["latency_ms"]["p99"] > 2000
+            if not rates and saturated:
+                break
+            rate *= 2
+    finally:
+        net.stop_all(grace=10)
+        if not args.keep:
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    return steps
+
+
+def best_of(steps: list[dict[str, Any]], p99_limit: float) -> dict[str, Any] | None:
+    good = [
+        s
+        for s in steps
+        if s["latency_ms"]["p99"] <= p99_limit and s["committed_per_s"] >= 0.9 * s["offered_per_s"]
+    ]
+    return max(good, key=lambda s: s["committed_per_s"]) if good else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--validators", default="1,4", help="comma-separated validator counts")
+    parser.add_argument("--clients", type=int, default=2, help="load client processes")
+    parser.add_argument("--rates", default="", help="comma-separated offered rates (default: ramp)")
+    parser.add_argument("--start-rate", type=float, default=500.0)
+    parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the measurement window")
+    parser.add_argument("--measure", type=float, default=10.0, help="seconds of measurement window")
+    parser.add_argument("--drain", type=float, default=3.0, help="seconds to wait for the last commits")
+    parser.add_argument("--batch-ms", type=int, default=50)
+    parser.add_argument("--p99-limit-ms", type=float, default=500.0)
+    parser.add_argument("--keep", action="store_true", help="keep the network directories (logs)")
+    args = parser.parse_args()
+    progress("measuring ed25519 verification per core ...")
+    verify_rate = verify_rate_per_core()
+    emit(
+        {
+            "bench": "ed25519_verify_per_core",
+            "verifications_per_s": round(verify_rate, 1),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        }
+    )
+    for validators in (int(v) for v in args.validators.split(",")):
+        steps = run_network(validators, args, verify_rate)
+        best = best_of(steps, args.p99_limit_ms)
+        record: dict[str, Any] = {
+            "bench": "node_result",
+            "validators": validators,
+            "cpus": os.cpu_count(),
+            "p99_limit_ms": args.p99_limit_ms,
+        }
+        if best is None:
+            record.update(
+                {
+                    "committed_per_s": 0.0,
+                    "ratio_to_verify_bound": 0.0,
+                    "latency_ms": None,
+                    "note": "no step met the latency/commit criteria",
+                }
+            )
+        else:
+            record.update(
+                {
+                    k: best[k]
+                    for k in ("offered_per_s", "committed_per_s", "latency_ms", "ratio_to_verify_bound")
+                }
+            )
+        if validators == 1:
+            record["target"] = {"ratio_to_verify_bound": TARGET_1V_RATIO}
+            record["meets_target"] = record["ratio_to_verify_bound"] >= TARGET_1V_RATIO
+        elif validators == 4:
+            record["target"] = {"committed_per_s": TARGET_4V_RATE, "p99_ms": args.p99_limit_ms}
+            record["meets_target"] = record["committed_per_s"] >= TARGET_4V_RATE
+        emit(record)
+
+
+if __name__ == "__main__":
+    main()
