@@ -179,6 +179,7 @@ class Indexer:
                         exc.height, f"the node's snapshot is not the chain's state: {exc}"
                     ) from exc
                 raise
+            applied = time.perf_counter()
             height = state.height
             snapshot = None
             if interval and height % interval == 0:
@@ -190,7 +191,7 @@ class Indexer:
             self.hub.publish(updates)
             done = time.perf_counter()
             metrics.fanout_seconds.observe(done - arrived)
-            metrics.apply_seconds.observe(done - arrived)
+            metrics.apply_seconds.observe(applied - arrived)
             metrics.blocks.inc()
             metrics.txs.inc(len(committed.block.txs))
             metrics.height.set(height)
@@ -299,10 +300,7 @@ class IndexerService:
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.host, self.port = host, sockets[0].getsockname()[1] if sockets else port
+        self.host, self.port = host, int(self.runner.addresses[0][1])
         indexer.hub.start()
         self.task = asyncio.create_task(indexer.run(), name="indexer")
         self.gauges = asyncio.create_task(self._gauges(), name="indexer-gauges")

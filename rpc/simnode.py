@@ -14,11 +14,13 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from genesis.schema import genesis_to_json
 from proto.ita.v1 import block_pb2, node_pb2, node_pb2_grpc
 from rpc.simchain import SimChain, sim_config
 
@@ -137,6 +139,8 @@ async def _main(args: argparse.Namespace) -> None:
         max_txs=args.max_txs,
         snapshot_interval=args.snapshot_interval,
     )
+    if args.genesis_out:
+        Path(args.genesis_out).write_text(genesis_to_json(chain.config))
     host, _, port = args.listen.rpartition(":")
     node = SimNode(chain, host or "127.0.0.1", int(port))
     await node.start()
@@ -157,6 +161,7 @@ def main() -> None:
     parser.add_argument("--max-txs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--snapshot-interval", type=int, default=100)
+    parser.add_argument("--genesis-out", default="", help="write the chain's genesis.json here")
     asyncio.run(_main(parser.parse_args()))
 
 
