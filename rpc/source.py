@@ -144,6 +144,7 @@ class GrpcBlockSource:
                 self.status.node_height = reply.height
                 self.status.chain_id = reply.chain_id
                 self.status.connected = True
+                self.status.last_error = ""
             except grpc.aio.AioRpcError as exc:
                 self._down(exc)
             await asyncio.sleep(self.status_interval)

@@ -13,7 +13,8 @@ from rpc.history import History
 from rpc.service import Indexer, IndexerService, IndexerSettings
 from rpc.simchain import SimChain
 from rpc.source import BlockSource, InProcessSource
-from rpc.views import fmt
+from sdk.units import from_units
+from stf.state import State
 
 HANG_GUARD_S = 120.0  # only to turn a hang into a failure; no test asserts on elapsed time
 
@@ -22,9 +23,11 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, HANG_GUARD_S))
 
 
-async def wait_until(predicate: Callable[[], bool], what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], bool], what: str = "condition", limit_s: float = HANG_GUARD_S / 2
+) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_GUARD_S / 2
+    deadline = loop.time() + limit_s
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
@@ -62,10 +65,15 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 
 def node_book(chain: SimChain, market_id: int) -> tuple[list[list[str]], list[list[str]]]:
-    """The node's own book as [[px, sz]] best first, formatted independently of rpc.views."""
-    market = chain.state.markets[market_id]
+    """The node's own book as [[px, sz]] best first."""
+    return node_book_of_state(chain.state, market_id)
+
+
+def node_book_of_state(state: State, market_id: int) -> tuple[list[list[str]], list[list[str]]]:
+    """A stf state's book as [[px, sz]] best first, formatted with sdk.units (not rpc.views)."""
+    market = state.markets[market_id]
     pd, sd = market.spec.price_decimals, market.spec.size_decimals
     book = market.book
-    bids = [[fmt(p, pd), fmt(s, sd)] for p, s in book.depth(True, 10**9)]
-    asks = [[fmt(p, pd), fmt(s, sd)] for p, s in book.depth(False, 10**9)]
+    bids = [[from_units(p, pd), from_units(s, sd)] for p, s in book.depth(True, 10**9)]
+    asks = [[from_units(p, pd), from_units(s, sd)] for p, s in book.depth(False, 10**9)]
     return bids, asks
