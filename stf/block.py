@@ -138,15 +138,15 @@ def apply_tx(state: State, tx: DecodedTx, events: list[Event]) -> TxResult:
 
 def process_risk(state: State, events: list[Event]) -> None:
     """Prices, funding and liquidations, once per block after every transaction."""
-    moved: list[int] = []
+    funded: list[int] = []
     for market in state.markets:
         refresh_oracle_price(state, market, events)
-        changed = refresh_mark_price(state, market, events)
+        refresh_mark_price(state, market, events)
         funding_before = market.funding_index
         sample_and_apply(state, market, events)
-        if changed or market.funding_index != funding_before:
-            moved.append(market.spec.market_id)
-    liquidate_accounts(state, moved, events)
+        if market.funding_index != funding_before:
+            funded.append(market.spec.market_id)
+    liquidate_accounts(state, funded, events)
 
 
 def end_block(state: State, events: list[Event]) -> bytes:

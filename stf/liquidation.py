@@ -1,11 +1,21 @@
 """Liquidation: book first, then the insurance fund, then auto-deleveraging.
 
 Theory of operation
-- At the end of every block, after prices and funding, the candidates are
-  accounts holding a position in a market whose mark moved or whose funding
-  was applied, plus every account touched in the block that holds a
-  position. They are examined in ascending address order; any with equity <
-  maintenance requirement (stf/margin.py) is liquidated, in full:
+- At the end of every block, after prices and funding, the pass repeatedly
+  liquidates the liquidatable account (equity < maintenance requirement,
+  stf/margin.py) with the lowest address, until none is left. So nothing
+  liquidatable survives a block, including an account pushed under by
+  another's liquidation (a filled resting order, a fee). Fast path: the
+  candidates are the accounts whose trigger the marks crossed
+  (stf/triggers.py), every account touched in the block that holds a
+  position, and every holder of a market whose funding index moved; they
+  are examined lowest address first (a heap), and whoever a liquidation
+  changes (its POSITION events) goes back in. Nothing else can have become
+  liquidatable: marks and funding are fixed during the pass and untouched
+  accounts are covered by their triggers. Evaluated survivors are re-indexed
+  with their final buffer. `liquidate_accounts_brute_force` is the plain
+  reference (scan everything after each liquidation), checked against this
+  pass by the tests. Each liquidation is, in full:
   1. its open orders are cancelled (reason "liquidation");
   2. per market (ascending id), an IOC reduce-only order closes the position
      into the book, limited to the market's price band around the oracle; it
@@ -24,43 +34,92 @@ Theory of operation
 
 from __future__ import annotations
 
+from heapq import heapify, heappop, heappush
+
 from stf.events import (
     ADL,
     CANCEL_LIQUIDATION,
     DEFICIT_COVERED,
     END_OF_BLOCK,
     LIQUIDATION,
+    POSITION,
     TAKEOVER,
     Event,
 )
 from stf.funding import settle_funding
 from stf.keys import K_ACCOUNT, K_POSITION
-from stf.margin import compute_equity, compute_unrealized, is_liquidatable, maintenance_requirement
+from stf.margin import (
+    compute_buffer,
+    compute_equity,
+    compute_unrealized,
+    is_liquidatable,
+    maintenance_requirement,
+)
 from stf.matching import TIF_IOC, OrderRequest, cancel_resting, compute_band, execute_order
 from stf.positions import apply_fill
 from stf.state import INSURANCE_FUND, Account, MarketState, State
+from stf.triggers import index_account, pop_crossed
 
 NO_EQUITY_LEVERAGE = 1 << 62  # leverage rank of an account whose equity is <= 0
 
 
-def collect_candidates(state: State, moved_markets: list[int]) -> list[bytes]:
-    found: dict[bytes, None] = {}
-    for market_id in moved_markets:
+def collect_candidates(state: State, funded_markets: list[int]) -> list[bytes]:
+    """Accounts that may be liquidatable now (a superset of those that are), unordered."""
+    found = dict.fromkeys(pop_crossed(state))
+    for market_id in funded_markets:
         found.update(state.markets[market_id].holders)
+    accounts = state.accounts
     for key in state.dirty:
         if key[:1] == K_ACCOUNT or key[:1] == K_POSITION:
-            account = state.accounts.get(key[1:21])
+            account = accounts.get(key[1:21])
             if account is not None and account.positions:
                 found[key[1:21]] = None
     found.pop(INSURANCE_FUND, None)
-    return sorted(found)
+    return list(found)
 
 
-def liquidate_accounts(state: State, moved_markets: list[int], events: list[Event]) -> None:
-    for address in collect_candidates(state, moved_markets):
+def liquidate_accounts(state: State, funded_markets: list[int], events: list[Event]) -> None:
+    """Liquidate, lowest address first, until no account is liquidatable; re-index the rest."""
+    if state.reference_liquidations:
+        liquidate_accounts_brute_force(state, events)
+        return
+    queue = collect_candidates(state, funded_markets)
+    queued = dict.fromkeys(queue)
+    heapify(queue)
+    buffers: dict[bytes, int] = {}  # evaluated accounts -> buffer after their last change
+    while queue:
+        address = heappop(queue)
+        del queued[address]
         account = state.accounts[address]
-        if is_liquidatable(state, account):
-            liquidate(state, account, events)
+        buffer = compute_buffer(state, account)
+        buffers[address] = buffer
+        if buffer >= 0 or not account.positions:
+            continue
+        start = len(events)
+        liquidate(state, account, events)
+        for event in events[start:]:
+            other = event[2]
+            if event[0] == POSITION and other not in queued and other != INSURANCE_FUND:
+                queued[other] = None
+                heappush(queue, other)
+    for address, buffer in buffers.items():
+        index_account(state, state.accounts[address], buffer)
+
+
+def liquidate_accounts_brute_force(state: State, events: list[Event]) -> None:
+    """The reference: liquidate the lowest-address liquidatable account, rescan everything, repeat."""
+    while True:
+        victim = next(
+            (
+                account
+                for address, account in sorted(state.accounts.items())
+                if address != INSURANCE_FUND and is_liquidatable(state, account)
+            ),
+            None,
+        )
+        if victim is None:
+            return
+        liquidate(state, victim, events)
 
 
 def liquidate(state: State, account: Account, events: list[Event]) -> None:

@@ -20,7 +20,9 @@ Theory of operation (all integers, micro-USD; rounding against the account)
   Reduce-only orders are exempt (they can only shrink a position).
 - A transfer must leave equity - amount >= the initial requirement.
 - An account is liquidatable when it holds positions and equity < the
-  maintenance requirement of its positions.
+  maintenance requirement of its positions; `compute_buffer` is that
+  difference computed in one pass (the liquidation pass's fast path, checked
+  against `is_liquidatable` by the brute-force reference in the tests).
 """
 
 from __future__ import annotations
@@ -120,6 +122,23 @@ def has_margin_for_order(
     if compute_equity(state, account) - fee >= after:
         return True
     return after <= initial_requirement(state, account)
+
+
+def compute_buffer(state: State, account: Account) -> int:
+    """equity - maintenance requirement (< 0: liquidatable), in one pass over the positions."""
+    buffer = account.collateral
+    markets = state.markets
+    for market_id, position in account.positions.items():
+        market = markets[market_id]
+        spec = market.spec
+        size = position.size
+        value = size * market.mark_price * spec.notional_scale
+        buffer += value - position.open_notional if size > 0 else value + position.open_notional
+        scaled = size * (market.funding_index - position.funding_index)
+        buffer -= -(-scaled // PPM)  # pending funding: compute_owed
+        notional = value if size > 0 else -value
+        buffer -= -(-notional * spec.maintenance_margin_ppm // PPM)  # compute_requirement
+    return buffer
 
 
 def is_liquidatable(state: State, account: Account) -> bool:

@@ -8,7 +8,8 @@ Theory of operation
 - Decoding refuses anything non-canonical (bad magic, wrong chain, keys out of
   order or repeated, trailing bytes, unknown kinds, references to unknown
   accounts or markets), rebuilds the state and its indexes (books in
-  price-time order: orders re-rest by ascending order id), recomputes the
+  price-time order: orders re-rest by ascending order id; liquidation
+  triggers from every account's buffer at the loaded marks), recomputes the
   app hash from scratch and refuses the snapshot unless it equals the one
   recorded. A loaded snapshot is therefore as trustworthy as its app hash.
 - Snapshots are taken between blocks (no touched entries pending).
@@ -32,6 +33,7 @@ from stf.config import ChainConfig
 from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
 from stf.matching import rest_order
 from stf.state import Account, Position, State
+from stf.triggers import rebuild_index
 
 MAGIC = b"ITASNAP1"
 _HEADER = struct.Struct(">Q32sQ")
@@ -133,6 +135,7 @@ def decode_snapshot(config: ChainConfig, data: bytes) -> State:
         raise SnapshotError(f"snapshot entry refers to something missing or is malformed: {exc!r}") from exc
     for market in state.markets:
         market.book.touched = {}
+    rebuild_index(state)
     if state.height != height:
         raise SnapshotError(f"header height {height} disagrees with state height {state.height}")
     state.lthash = lthash

@@ -6,8 +6,9 @@ Theory of operation
   orders by id, the fee pool, the insurance fund and block height/time.
 - Hashed state is a set of *entries* (see stf/codec.py): one per account,
   kept nonce, resting order, position, market, oracle submission, plus one
-  global entry. Indexes (books, per-account order maps, client-id maps) are
-  derived from those entries and not hashed separately.
+  global entry. Indexes (books, per-account order maps, client-id maps,
+  market holders, liquidation triggers) are derived from those entries and
+  not hashed separately.
 - Before any code mutates an entry it calls one of the `touch_*` methods,
   which records the entry's encoding as it was at the start of the block
   (first touch only). At the end of the block `commit_hash` re-encodes each
@@ -113,6 +114,22 @@ class MarketState:
         self.holders: dict[bytes, None] = {}  # addresses with a non-zero position (derived)
 
 
+Entry = tuple[int, int, bytes]  # (heap key, seq, address) of stf/triggers.py; longs store -trigger
+
+
+class TriggerIndex:
+    """Liquidation triggers per market (derived, not hashed; maintained by stf/triggers.py)."""
+
+    __slots__ = ("longs", "shorts", "live", "always", "next_seq")
+
+    def __init__(self, n_markets: int) -> None:
+        self.longs: list[list[Entry]] = [[] for _ in range(n_markets)]  # max-heap: key = -trigger
+        self.shorts: list[list[Entry]] = [[] for _ in range(n_markets)]  # min-heap: key = trigger
+        self.live: dict[bytes, int] = {}  # address -> seq of its current entries
+        self.always: dict[bytes, None] = {}  # accounts without a usable bound: candidates every block
+        self.next_seq = 0
+
+
 class State:
     __slots__ = (
         "config",
@@ -127,6 +144,8 @@ class State:
         "lthash",
         "dirty",
         "app_hash",
+        "triggers",
+        "reference_liquidations",
     )
 
     def __init__(self, config: ChainConfig) -> None:
@@ -144,6 +163,9 @@ class State:
         self.lthash = LtHash()
         self.dirty: dict[bytes, bytes | None] = {}  # key -> encoding at block start (None: absent)
         self.app_hash = b""
+        self.triggers = TriggerIndex(len(self.markets))  # derived: rebuilt on snapshot load
+        # tests only: liquidate by a brute-force scan of every account (stf/liquidation.py)
+        self.reference_liquidations = False
 
     # -- accessors ---------------------------------------------------------
     def get_account(self, address: bytes) -> Account | None:

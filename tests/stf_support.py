@@ -8,8 +8,9 @@ from sdk import tx as sdk_tx
 from sdk.keys import Key
 from stf.block import BlockHeader, BlockResult, apply_block, genesis_state, skip_signature_check
 from stf.config import ChainConfig, MarketSpec, ValidatorSpec
+from stf.margin import is_liquidatable
 from stf.results import TxResult
-from stf.state import State
+from stf.state import INSURANCE_FUND, State
 
 CHAIN_ID = "ita-test-1"
 GENESIS_MS = 1_700_000_000_000
@@ -101,3 +102,26 @@ def order(
     side: str, price: int, size: int, market: str = "BTC-PERP", **kw: object
 ) -> sdk_tx.tx_pb2.PlaceOrder:
     return sdk_tx.place_order(market, side, price=price, size=size, **kw)  # type: ignore[arg-type]
+
+
+def reference_chain(config: ChainConfig) -> Chain:
+    """A chain whose end-of-block liquidations use the brute-force scan (the reference)."""
+    chain = Chain(config, verify=False)
+    chain.state.reference_liquidations = True
+    return chain
+
+
+def liquidatable_accounts(state: State) -> list[bytes]:
+    """Every non-fund account that is liquidatable right now, by brute force."""
+    return [
+        address
+        for address, account in sorted(state.accounts.items())
+        if address != INSURANCE_FUND and is_liquidatable(state, account)
+    ]
+
+
+def assert_same_block(fast: BlockResult, reference: BlockResult) -> None:
+    """The indexed liquidation pass and the brute-force reference gave the same block."""
+    assert [r.to_dict() for r in fast.results] == [r.to_dict() for r in reference.results]
+    assert fast.events == reference.events
+    assert fast.app_hash == reference.app_hash

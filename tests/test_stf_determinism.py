@@ -174,9 +174,12 @@ def test_the_grep_catches_each_construct(snippet: str) -> None:
     assert forbidden_constructs(snippet) != []
 
 
-def test_snapshot_restore_then_replay_equals_straight_replay() -> None:
-    straight = build_chain()
-    blocks = random_blocks(straight, 120)
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_snapshot_restore_then_replay_equals_straight_replay(workload: tuple[int, int, int, int]) -> None:
+    """Also rebuilds derived indexes (books, liquidation triggers) on the thin-collateral workload."""
+    collateral, swing, size_mult, seed = workload
+    straight = build_chain(collateral)
+    blocks = random_blocks(straight, 120, seed=seed, swing=swing, size_mult=size_mult)
     for txs in blocks[:60]:
         straight.block(txs)
     snapshot = encode_snapshot(straight.state)

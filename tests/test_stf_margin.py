@@ -13,7 +13,7 @@ from stf.events import ADL, DEFICIT_COVERED, FUNDING, LIQUIDATION, TAKEOVER, TRA
 from stf.invariants import find_violations, total_value
 from stf.results import Code
 from stf.state import INSURANCE_FUND
-from tests.stf_support import USD, Chain, keys, make_config, make_market, order
+from tests.stf_support import USD, Chain, keys, liquidatable_accounts, make_config, make_market, order
 
 T, M, B, M2, X = keys(5, b"margin")
 VALIDATORS = keys(3, b"marginval")
@@ -245,3 +245,27 @@ def test_mark_price_is_median_of_oracle_bid_ask() -> None:
     assert chain.state.markets[0].mark_price == 1000  # median(1000, 1010, 1000)
     chain.run(M, sell(1020, 1))
     assert chain.state.markets[0].mark_price == 1010  # median(1000, 1010, 1020)
+
+
+def test_a_maker_pushed_under_by_a_liquidation_is_liquidated_in_the_same_block() -> None:
+    chain = chain_with({T: 1_000, M: 1_000, B: 1_000_000})
+    value = total_value(chain.state)
+    assert chain.run(T, sell(1000, 100)).ok
+    assert chain.run(B, buy(1000, 100, tif="ioc")).ok  # T short 100 at 100.0 (10x)
+    assert chain.run(M, sell(1000, 100)).ok  # M rests a sell with exactly its initial margin
+    # oracle 110.0, no bids: mark = median(1100, 1100, 1000) = 110.0. T: equity 1,000 - 1,000 = 0
+    # < maintenance 550: T's close buys M's ask at 100.0 (T flat, pays the 50 USD fee); now M is short
+    # 100 at 100.0 with equity 0 < 550 and is liquidated in the same pass: the book has nothing left,
+    # so the fund takes M's short over at the bankruptcy price 110.0 (M's equity exactly zero).
+    result = set_oracle(chain, 1100)
+    assert [(liq["account"], liq["equity"]) for liq in kinds(result, LIQUIDATION)] == [
+        ("0x" + T.address.hex(), 0),
+        ("0x" + M.address.hex(), 0),
+    ]
+    [takeover] = kinds(result, TAKEOVER)
+    assert (takeover["account"], takeover["size"], takeover["price"]) == ("0x" + M.address.hex(), -100, 1100)
+    assert collateral(chain, T) == 950 * USD and collateral(chain, M) == 0
+    assert size_of(chain, INSURANCE_FUND) == -100 and size_of(chain, B) == 100
+    assert liquidatable_accounts(chain.state) == []
+    assert find_violations(chain.state) == []
+    assert total_value(chain.state) == value

@@ -2,7 +2,9 @@
 
 Invariants after every block: the book and index invariants, long == short per market,
 conservation of value (changes only by faucet mints), incremental app hash == full recompute,
-and no flat account left with negative collateral (a liquidation deficit is always covered).
+no flat account left with negative collateral (a liquidation deficit is always covered), no
+account left liquidatable, and the same block (results, events, hash) as a twin chain whose
+liquidations use the brute-force reference scan instead of the trigger index.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from stf.events import FUNDING, LIQUIDATION
 from stf.invariants import find_violations, total_value
 from stf.snapshot import full_hash
 from stf.state import INSURANCE_FUND
-from tests.stf_support import USD, Chain, keys, make_config, make_market, order
+from tests.stf_support import (
+    USD,
+    Chain,
+    assert_same_block,
+    keys,
+    liquidatable_accounts,
+    make_config,
+    make_market,
+    order,
+    reference_chain,
+)
 
 TRADERS = keys(5, b"mprop")
 VALIDATORS = keys(3, b"mpropval")
@@ -56,6 +68,7 @@ class MarginStream(RuleBasedStateMachine):
             liquidation_fee_ppm=5_000,
         )
         self.chain = Chain(config, verify=False)
+        self.reference = reference_chain(config)
         self.pending: list[bytes] = []
         self.value = total_value(self.chain.state)
         self.minted = 0
@@ -114,6 +127,7 @@ class MarginStream(RuleBasedStateMachine):
     @rule()
     def end_block(self) -> None:
         result = self.chain.block(self.pending)
+        assert_same_block(result, self.reference.block(self.pending))
         self.pending = []
         self.minted += sum(e[3] for e in result.events if e[0] == 8)  # FAUCET amounts
         self.seen["liquidations"] += sum(e[0] == LIQUIDATION for e in result.events)
@@ -122,6 +136,7 @@ class MarginStream(RuleBasedStateMachine):
         assert find_violations(state) == []
         assert total_value(state) == self.value + self.minted
         assert result.app_hash == full_hash(state)
+        assert liquidatable_accounts(state) == []
         for address, account in state.accounts.items():
             if address != INSURANCE_FUND and not account.positions:
                 assert account.collateral >= 0, f"{address.hex()} flat with {account.collateral}"
