@@ -19,8 +19,10 @@ Load: ``--clients`` separate ``python -m devnet.loadgen`` processes (place order
 post-only, IOC and market orders around the oracle walk, from disjoint ranges of funded devnet
 accounts), each signing its whole schedule before the clock starts (``--presign``: signing is
 the client's cost, not the node's) and submitting it in ``SubmitTxs`` batches every
-``--batch-ms`` ms, round robin over the validators. Offered rates ramp up (``--rates``, default
-doubling from 500/s) until a step commits < 90 % of its offer or its p99 exceeds 2 s.
+``--batch-ms`` ms, round robin over the validators. Offered rates (``--rates``, default:
+doubling from 500/s) ramp up until a step is not sustained (p99 over ``--p99-limit-ms`` or < 90 %
+of the offer committed), then ``--refine`` bisection steps narrow the sustainable rate down;
+each step runs on a fresh network (no backlog or resting book left by the previous one).
 
 Networks are planned like ``ita devnet`` (each validator its own process, peers all-to-all on
 loopback) with block limits raised to the chain's (5,000 txs) and one verification worker per
@@ -33,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,12 +160,12 @@ def run_step(
 ) -> dict[str, Any]:
     nodes = ",".join(n.grpc for n in plan.nodes)
     per_client = rate / args.clients
-    accounts_per_client = CHAIN_ACCOUNTS // args.clients // 4  # a fresh quarter of each range per step
+    accounts_per_client = CHAIN_ACCOUNTS // args.clients
     records = [workdir / f"records-{step}-{k}.txt" for k in range(args.clients)]
     duration = args.warmup + args.measure
     clients = []
     for k in range(args.clients):
-        first = k * (CHAIN_ACCOUNTS // args.clients) + (step % 4) * accounts_per_client
+        first = k * accounts_per_client
         argv = [
             sys.executable,
             "-m",
@@ -254,46 +257,71 @@ def run_step(
 
 
 def run_network(validators: int, args: argparse.Namespace, verify_rate: float) -> list[dict[str, Any]]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"ita-bench-{validators}v-"))
-    plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=bench_template(validators))
-    create_homes(plan)
-    net = Network(plan)
+    """Ramp the offered rate; every step runs on a fresh network (no backlog, no book left over)."""
+    base = Path(tempfile.mkdtemp(prefix=f"ita-bench-{validators}v-"))
     steps: list[dict[str, Any]] = []
-    try:
-        net.start_validators()
-        NodeClient(plan.nodes[0].grpc).wait_for_height(2, timeout=120)
-        rates = [float(r) for r in args.rates.split(",")] if args.rates else None
-        rate = rates[0] if rates else args.start_rate
-        for step in range(len(rates) if rates else args.max_steps):
-            if rates:
-                rate = rates[step]
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else None
+
+    def step(rate: float) -> dict[str, Any] | None:
+        workdir = base / f"step-{len(steps)}"
+        plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=bench_template(validators))
+        create_homes(plan)
+        net = Network(plan)
+        try:
+            net.start_validators()
+            NodeClient(plan.nodes[0].grpc).wait_for_height(2, timeout=120)
             progress(f"{validators} validator(s): offering {rate:.0f} orders/s")
-            result = run_step(plan, workdir, rate, args, step, verify_rate)
+            result = run_step(plan, workdir, rate, args, len(steps), verify_rate)
             emit(result)
             steps.append(result)
             dead = [p.name for p in net.validators if not p.alive()]
             if dead:
                 progress(f"validators died: {dead}; logs in {workdir}")
-                break
-            saturated = result["committed_per_s"] < 0.9 * rate or result["latency_ms"]["p99"] > 2000
-            if not rates and saturated:
-                break
-            rate *= 2
-    finally:
-        net.stop_all(grace=10)
-        if not args.keep:
-            import shutil  # noqa: PLC0415
+                return None
+            return result
+        finally:
+            net.stop_all(grace=10)
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
 
-            shutil.rmtree(workdir, ignore_errors=True)
+    if rates:
+        for rate in rates:
+            if step(rate) is None:
+                break
+        return steps
+    good, bad = 0.0, 0.0
+    rate = args.start_rate
+    for _ in range(args.max_steps):  # double until not sustained ...
+        result = step(rate)
+        if result is None:
+            return steps
+        if not meets(result, args.p99_limit_ms):
+            bad = rate
+            break
+        good, rate = rate, rate * 2
+    for _ in range(args.refine if bad else 0):  # ... then bisect between the last good and first bad
+        rate = (good + bad) / 2 if good else bad / 2
+        result = step(rate)
+        if result is None:
+            break
+        if meets(result, args.p99_limit_ms):
+            good = rate
+        else:
+            bad = rate
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
     return steps
 
 
+def meets(step: dict[str, Any], p99_limit: float) -> bool:
+    """Sustained: p99 within the limit and >= 90 % of the offered load committed."""
+    return bool(
+        step["latency_ms"]["p99"] <= p99_limit and step["committed_per_s"] >= 0.9 * step["offered_per_s"]
+    )
+
+
 def best_of(steps: list[dict[str, Any]], p99_limit: float) -> dict[str, Any] | None:
-    good = [
-        s
-        for s in steps
-        if s["latency_ms"]["p99"] <= p99_limit and s["committed_per_s"] >= 0.9 * s["offered_per_s"]
-    ]
+    good = [s for s in steps if meets(s, p99_limit)]
     return max(good, key=lambda s: s["committed_per_s"]) if good else None
 
 
@@ -303,7 +331,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="load client processes")
     parser.add_argument("--rates", default="", help="comma-separated offered rates (default: ramp)")
     parser.add_argument("--start-rate", type=float, default=500.0)
-    parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--max-steps", type=int, default=6, help="doubling steps at most")
+    parser.add_argument("--refine", type=int, default=2, help="bisection steps after saturation")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the measurement window")
     parser.add_argument("--measure", type=float, default=10.0, help="seconds of measurement window")
     parser.add_argument("--drain", type=float, default=3.0, help="seconds to wait for the last commits")

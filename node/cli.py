@@ -52,8 +52,8 @@ from sdk.client import (
     tx_to_dict,
 )
 from sdk.keys import Key, KeyFileError, devnet_account_key, devnet_validator_key
-from sdk.units import UnitsError
-from stf.config import ChainConfig, MarketSpec
+from sdk.units import UnitsError, from_units
+from stf.config import COLLATERAL_DECIMALS, ChainConfig, MarketSpec
 from stf.signing import format_address, parse_address, tx_hash
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "CliError", "main"]
@@ -439,8 +439,29 @@ def cmd_query_account(args: argparse.Namespace) -> int:
         _print_json(_http_get_json(args.indexer, f"/v1/accounts/{format_address(address)}", args.timeout))
         return EXIT_OK
     with _client(args) as client:
-        _print_json(account_to_dict(client.account(address)))
+        account = account_to_dict(client.account(address))
+        try:
+            chain: ChainConfig | None = resolve_chain(args.genesis, args.home, client.status().chain_id)
+        except CliError:
+            chain = None  # integers only: the markets' precision is unknown here
+    if chain is not None:
+        add_decimals(account, chain)
+    _print_json(account)
     return EXIT_OK
+
+
+def add_decimals(account: dict[str, Any], chain: ChainConfig) -> None:
+    """Decimal strings next to the integer units of an account view (``*_decimal``, ``collateral_usd``)."""
+    account["collateral_usd"] = from_units(int(account["collateral"]), COLLATERAL_DECIMALS)
+    for order in account.get("orders", []):
+        spec = chain.market_by_symbol.get(order["market"])
+        if spec is not None:
+            order["price_decimal"] = from_units(int(order["price"]), spec.price_decimals)
+            order["size_decimal"] = from_units(int(order["size"]), spec.size_decimals)
+    for position in account.get("positions", []):
+        spec = chain.market_by_symbol.get(position["market"])
+        if spec is not None:
+            position["size_decimal"] = from_units(int(position["size"]), spec.size_decimals)
 
 
 def _indexer_url(args: argparse.Namespace) -> str:
@@ -673,6 +694,7 @@ def _query_parsers(sub: Any) -> None:
     account.add_argument("address")
     account.add_argument("--indexer", help="ask the indexer (http://HOST:PORT) instead of the node")
     _add_node(account)
+    _add_specs(account)
     account.set_defaults(func=cmd_query_account)
     for name, func, helptext in (
         ("book", cmd_query_book, "order book of a market (indexer)"),

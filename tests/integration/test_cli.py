@@ -236,11 +236,13 @@ def test_single_validator_tx_and_queries(single_node: tuple[str, Path], tmp_path
     placed = json.loads(order.stdout)
     assert placed["accepted"] and placed["result"]["status"] == "ok" and placed["result"]["order_id"] > 0
 
-    account = json.loads(ita("query", "account", address, "--node", grpc).stdout)
-    assert account["collateral"] == 5000 * 10**6
-    assert [(o["client_order_id"], o["price"], o["size"]) for o in account["orders"]] == [
-        ("cli-1", 640005, 100)
+    account = json.loads(ita("query", "account", address, "--node", grpc, "--home", str(home)).stdout)
+    assert account["collateral"] == 5000 * 10**6 and account["collateral_usd"] == "5000.000000"
+    orders = [
+        (o["client_order_id"], o["price"], o["size"], o["price_decimal"], o["size_decimal"])
+        for o in account["orders"]
     ]
+    assert orders == [("cli-1", 640005, 100, "64000.5", "0.0100")]
 
     tx = json.loads(ita("query", "tx", placed["hash"], "--node", grpc).stdout)
     assert tx["height"] == placed["height"] and tx["tx"]["place_order"]["client_order_id"] == "cli-1"

@@ -3,10 +3,13 @@ and the equivocation is recorded as evidence (HOME/data/evidence.jsonl).
 
 Validator 3 runs twice: its normal home, and a "twin" home with the same validator key but its own
 data, WAL and double-sign guard file (so neither process refuses to sign). Both dial the honest
-nodes whose keys sort above theirs; a node holds one stream per peer key, so each new stream from
-one twin replaces the other's, and the honest nodes hear both twins in turn: conflicting
-proposals (same height and round, different blocks) and conflicting votes. With 30 of 40 power
-honest, safety must hold regardless.
+nodes whose keys sort above theirs (validators 0 and 1); a node holds one stream per peer key, so
+each new stream from one twin replaces the other's and those honest nodes hear both twins in
+turn. Consensus messages are not relayed, so an honest node only sees a conflict when it hears
+both twins within one round before deciding; while validator 2 is down the honest nodes cannot
+decide without validator 3's votes, rounds the twins split last long, and conflicting proposals
+and votes reach them (with all four up, decisions are too quick for that to be reliable). Then
+validator 2 starts, block-syncs and joins: with 30 of 40 power honest, safety must hold for all.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ def test_shared_validator_key_is_recorded_as_evidence_and_honest_nodes_agree(mak
     twin, twin_client = net.add_node_process(
         "twin", net.nodes[DOUBLE_SIGNER].key, peers, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{metrics_port}"
     )
-    net.start()
+    for i in (0, 1, DOUBLE_SIGNER):
+        net.procs[i].start()
     twin.start()
-    net.wait_height(2)
-    net.start_load(20.0, accounts="0-9", nodes=HONEST)
+    net.wait_height(2, [0, 1])
+    net.start_load(20.0, accounts="0-9", nodes=[0, 1])
 
     deadline = time.monotonic() + WAIT_S
     while not evidence_records(net, HONEST) and time.monotonic() < deadline:
@@ -63,6 +67,8 @@ def test_shared_validator_key_is_recorded_as_evidence_and_honest_nodes_agree(mak
     assert all(double_signer in str(r["repr"]) for r in records), records[:2]
     assert all(isinstance(r["height"], int) and r["height"] >= 1 for r in records)
 
+    net.procs[2].start()  # the third honest validator joins late: block sync, then consensus
+    net.wait_height(net.max_height([0, 1]) + 2, HONEST)
     net.wait_advance(5, HONEST)  # the honest majority keeps committing
     net.assert_same_chain(HONEST)
     # and whatever the two halves of the double signer committed is the same chain too
