@@ -35,7 +35,7 @@ test-slow: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy stf consensus genesis sdk node
+	$(BIN)/mypy stf consensus genesis sdk node rpc
 
 bench: setup
 	$(BIN)/python bench/stf.py
