@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -79,6 +80,26 @@ async def _abort(context: Any, code: grpc.StatusCode, details: str) -> NoReturn:
     """End the RPC with an error status (grpc.aio's abort raises; this tells the type checker)."""
     await context.abort(code, details)
     raise AssertionError("ServicerContext.abort returned")
+
+
+class Undecodable:
+    """What a request deserializer yields for bytes that are not the expected message: the
+    handler answers INVALID_ARGUMENT (grpc would otherwise answer UNKNOWN with a traceback)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def lenient(message_type: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(f"request is not a valid {message_type.DESCRIPTOR.name}: {exc}")
+
+    return parse
 
 
 def _response(admission: Admission) -> node_pb2.SubmitTxResponse:
@@ -246,12 +267,25 @@ class NodeService:
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         def unary(fn: Any, request: Any, response: Any) -> Any:
             serializer = response.SerializeToString if response is not None else None
-            return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=request.FromString,
+
+            async def checked(req: Any, context: Any) -> Any:
+                if isinstance(req, Undecodable):
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, req.message)
+                return await fn(req, context)
+
+            return grpc.unary_unary_rpc_method_handler(checked, request_deserializer=lenient(request),
                                                        response_serializer=serializer)
 
         def stream(fn: Any, request: Any, response: Any) -> Any:
             serializer = response.SerializeToString if response is not None else None
-            return grpc.unary_stream_rpc_method_handler(fn, request_deserializer=request.FromString,
+
+            async def checked(req: Any, context: Any) -> AsyncIterator[Any]:
+                if isinstance(req, Undecodable):
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, req.message)
+                async for item in fn(req, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(checked, request_deserializer=lenient(request),
                                                         response_serializer=serializer)
 
         pb = node_pb2

@@ -185,6 +185,28 @@ def test_submit_answers_rejections_in_the_response_and_malformed_requests_with_i
     serve(scenario)
 
 
+def test_undecodable_requests_are_invalid_argument_on_every_method() -> None:
+    garbage = b"\xff\xff\xff\xff\x0f"  # a truncated varint: no message of ours parses from it
+
+    async def scenario(backend: FakeBackend, channel: grpc.aio.Channel, metrics: NodeMetrics) -> None:
+        for method in ("SubmitTx", "SubmitTxs", "Status", "GetBlock", "GetTx", "GetAccount"):
+            call = channel.unary_unary(f"/ita.v1.Node/{method}")(garbage)
+            err = await rpc_error(call)
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "not a valid" in (err.details() or ""), method
+        for method in ("GetSnapshot", "StreamBlocks"):
+            stream = channel.unary_stream(f"/ita.v1.Node/{method}")(garbage)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in stream:
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert backend.submitted == []
+        ok = await node_pb2_grpc.NodeStub(channel).Status(node_pb2.StatusRequest())
+        assert ok.chain_id  # the server is still fine
+
+    serve(scenario)
+
+
 def test_submit_records_a_tx_submit_span() -> None:
     tracing = setup_tracing(None, in_memory=True)
 
