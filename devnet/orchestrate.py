@@ -300,7 +300,9 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"ita: error: no devnet manifest in {root}: {exc}", file=sys.stderr)
         return 2
     supervisor = _running_supervisor(root)
+    stopped = []
     if supervisor is not None:
+        stopped.append(f"supervisor (pid {supervisor}) and its children")
         try:
             os.kill(supervisor, signal.SIGTERM)  # it stops its children itself
         except ProcessLookupError:
@@ -308,7 +310,6 @@ def cmd_down(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.grace + 5
         while _pid_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.1)
-    stopped = []
     for proc in manifest["processes"]:
         pid = proc.get("pid")
         if not isinstance(pid, int) or not _pid_alive(pid):
