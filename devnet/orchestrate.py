@@ -39,7 +39,7 @@ from sdk.keys import Key
 
 __all__ = ["DEFAULT_ROOT", "add_devnet_parser", "devnet_template", "load_plan", "run_command"]
 
-DEFAULT_ROOT = Path(os.environ.get("ITA_DEVNET_HOME", "run/devnet"))
+DEFAULT_ROOT = Path(os.environ.get("ITA_DEVNET_HOME", "~/.ita/devnet")).expanduser()
 POLL_S = 0.5
 
 
