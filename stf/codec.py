@@ -10,6 +10,7 @@ snapshots); `decode_*` are the inverses used when a snapshot is loaded.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,12 @@ def encode_order(order: Order) -> bytes:
         )
         + cloid
     )
+
+
+def is_kept(nonces: list[int], nonce: int) -> bool:
+    """`nonce in nonces` for an ascending list, by bisection."""
+    i = bisect_left(nonces, nonce)
+    return i < len(nonces) and nonces[i] == nonce
 
 
 def encode_account(account: Account) -> bytes:
@@ -92,8 +99,8 @@ def encode_entry(state: State, key: bytes) -> bytes | None:
         return encode_account(account) if account is not None else None
     if kind == K_NONCE:
         account = state.accounts.get(key[1:21])
-        nonce = int.from_bytes(key[21:29], "big")
-        return b"" if account is not None and nonce in account.nonces else None
+        kept = account is not None and is_kept(account.nonces, int.from_bytes(key[21:29], "big"))
+        return b"" if kept else None
     if kind == K_POSITION:
         account = state.accounts.get(key[1:21])
         position = account.positions.get(int.from_bytes(key[21:23], "big")) if account else None

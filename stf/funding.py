@@ -61,7 +61,7 @@ def sample_and_apply(state: State, market: MarketState, events: list[Event]) -> 
     average = market.premium_sum // market.premium_samples
     rate = max(-spec.funding_cap_ppm, min(spec.funding_cap_ppm, average + spec.interest_rate_ppm))
     market.funding_rate = rate
-    market.funding_index += market.oracle_price * spec.notional_scale * rate
+    market.funding_index += market.oracle_price * market.notional_scale * rate
     market.premium_sum = 0
     market.premium_samples = 0
     interval = spec.funding_interval_ms

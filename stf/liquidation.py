@@ -156,7 +156,7 @@ def close_into_book(state: State, account: Account, market: MarketState, events:
 def compute_bankruptcy_price(state: State, account: Account, market: MarketState) -> int:
     """Price closing this position at which the account's equity is zero (not below), >= 1."""
     position = account.positions[market.spec.market_id]
-    scale = market.spec.notional_scale
+    scale = market.notional_scale
     other = compute_equity(state, account) - compute_unrealized(position, market.mark_price, scale)
     held = abs(position.size) * scale
     if position.size > 0:  # sells: equity = other + held*p - open_notional >= 0
@@ -184,7 +184,7 @@ def trade_at(
 def take_over(state: State, account: Account, market: MarketState, price: int, events: list[Event]) -> bool:
     fund = state.insurance
     size = account.positions[market.spec.market_id].size
-    scale = market.spec.notional_scale
+    scale = market.notional_scale
     gain = (market.mark_price - price) * size * scale  # the fund's unrealized on the new position
     if compute_equity(state, fund) + gain < 0:
         return False
@@ -195,7 +195,7 @@ def take_over(state: State, account: Account, market: MarketState, price: int, e
 
 def compute_adl_rank(state: State, holder: Account, market: MarketState) -> int:
     position = holder.positions[market.spec.market_id]
-    scale = market.spec.notional_scale
+    scale = market.notional_scale
     pnl_ppm = (
         compute_unrealized(position, market.mark_price, scale) * 1_000_000 // max(position.open_notional, 1)
     )

@@ -46,7 +46,7 @@ def compute_equity(state: State, account: Account) -> int:
     markets = state.markets
     for market_id, position in account.positions.items():
         market = markets[market_id]
-        equity += compute_unrealized(position, market.mark_price, market.spec.notional_scale)
+        equity += compute_unrealized(position, market.mark_price, market.notional_scale)
         equity -= compute_owed(position, market.funding_index)
     return equity
 
@@ -56,7 +56,7 @@ def market_initial_requirement(
 ) -> int:
     spec = market.spec
     mark = market.mark_price
-    scale = spec.notional_scale
+    scale = market.notional_scale
     fraction = spec.initial_margin_ppm
     need = compute_requirement(size, mark, scale, fraction)
     if buy_size:
@@ -74,6 +74,41 @@ def market_initial_requirement(
     return need
 
 
+def market_requirement(
+    account: Account,
+    market: MarketState,
+    extra_is_buy: bool = False,
+    extra_price: int = 0,
+    extra_size: int = 0,
+) -> int:
+    """Initial requirement of the account in one market (position and open orders, optionally
+    with one more order)."""
+    market_id = market.spec.market_id
+    position = account.positions.get(market_id)
+    size = position.size if position is not None else 0
+    exp = account.exposure.get(market_id)
+    b, bv, s, sv = (exp.buy_size, exp.buy_value, exp.sell_size, exp.sell_value) if exp else (0, 0, 0, 0)
+    if extra_size:
+        if extra_is_buy:
+            b, bv = b + extra_size, bv + extra_price * extra_size
+        else:
+            s, sv = s + extra_size, sv + extra_price * extra_size
+    return market_initial_requirement(market, size, b, bv, s, sv)
+
+
+def requirement_elsewhere(state: State, account: Account, market_id: int) -> int:
+    """Initial requirement of the account in every market but `market_id` (-1: all markets)."""
+    markets = state.markets
+    total = 0
+    for other in account.positions:
+        if other != market_id:
+            total += market_requirement(account, markets[other])
+    for other in account.exposure:
+        if other != market_id and other not in account.positions:
+            total += market_requirement(account, markets[other])
+    return total
+
+
 def initial_requirement(
     state: State,
     account: Account,
@@ -83,22 +118,10 @@ def initial_requirement(
     extra_size: int = 0,
 ) -> int:
     """Initial requirement of positions and open orders, optionally with one more order."""
-    total = 0
-    market_ids = list(account.positions)
-    market_ids += [m for m in account.exposure if m not in account.positions]
-    if extra_market >= 0 and extra_market not in account.positions and extra_market not in account.exposure:
-        market_ids.append(extra_market)
-    for market_id in market_ids:
-        position = account.positions.get(market_id)
-        size = position.size if position is not None else 0
-        exp = account.exposure.get(market_id)
-        b, bv, s, sv = (exp.buy_size, exp.buy_value, exp.sell_size, exp.sell_value) if exp else (0, 0, 0, 0)
-        if market_id == extra_market:
-            if extra_is_buy:
-                b, bv = b + extra_size, bv + extra_price * extra_size
-            else:
-                s, sv = s + extra_size, sv + extra_price * extra_size
-        total += market_initial_requirement(state.markets[market_id], size, b, bv, s, sv)
+    total = requirement_elsewhere(state, account, extra_market)
+    if extra_market >= 0:
+        market = state.markets[extra_market]
+        total += market_requirement(account, market, extra_is_buy, extra_price, extra_size)
     return total
 
 
@@ -108,7 +131,7 @@ def maintenance_requirement(state: State, account: Account) -> int:
         market = state.markets[market_id]
         spec = market.spec
         total += compute_requirement(
-            position.size, market.mark_price, spec.notional_scale, spec.maintenance_margin_ppm
+            position.size, market.mark_price, market.notional_scale, spec.maintenance_margin_ppm
         )
     return total
 
@@ -116,12 +139,14 @@ def maintenance_requirement(state: State, account: Account) -> int:
 def has_margin_for_order(
     state: State, account: Account, market: MarketState, is_buy: bool, price: int, size: int
 ) -> bool:
+    """Equity and the other markets' requirement are computed once; when the order does not fit,
+    only its own market decides whether it lowers the requirement."""
     spec = market.spec
-    fee = -(-price * size * spec.notional_scale * spec.taker_fee_ppm // PPM)
-    after = initial_requirement(state, account, spec.market_id, is_buy, price, size)
-    if compute_equity(state, account) - fee >= after:
+    fee = -(-price * size * market.notional_scale * spec.taker_fee_ppm // PPM)
+    after = market_requirement(account, market, is_buy, price, size)
+    if compute_equity(state, account) - fee >= requirement_elsewhere(state, account, spec.market_id) + after:
         return True
-    return after <= initial_requirement(state, account)
+    return after <= market_requirement(account, market)
 
 
 def compute_buffer(state: State, account: Account) -> int:
@@ -132,7 +157,7 @@ def compute_buffer(state: State, account: Account) -> int:
         market = markets[market_id]
         spec = market.spec
         size = position.size
-        value = size * market.mark_price * spec.notional_scale
+        value = size * market.mark_price * market.notional_scale
         buffer += value - position.open_notional if size > 0 else value + position.open_notional
         scaled = size * (market.funding_index - position.funding_index)
         buffer -= -(-scaled // PPM)  # pending funding: compute_owed

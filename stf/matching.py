@@ -282,7 +282,7 @@ def execute_order(state: State, account: Account, req: OrderRequest, tx: int, ev
             req.reduce_only,
             req.client_order_id,
         )
-        state.touch_order(order_id)
+        state.touch_new_order(order_id)
         rest_order(state, account, market, order)
     return order_id
 
@@ -342,7 +342,7 @@ def fill(
     market = req.market
     taker_is_buy = req.is_buy
     spec = market.spec
-    notional = price * quantity * spec.notional_scale
+    notional = price * quantity * market.notional_scale
     maker_fee = -(-notional * spec.maker_fee_ppm // PPM)
     state.touch_account(taker.address)
     state.touch_account(maker_account.address)

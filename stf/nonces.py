@@ -41,8 +41,9 @@ def check_nonce(state: State, account: Account | None, nonce: int) -> None:
 
 
 def record_nonce(state: State, account: Account, nonce: int) -> None:
+    """Keep a nonce that `check_nonce` accepted for this account."""
     address = account.address
-    state.touch_nonce(address, nonce)
+    state.touch_new_nonce(address, nonce)
     kept = account.nonces
     insort(kept, nonce)
     if len(kept) > MAX_KEPT_NONCES:

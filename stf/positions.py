@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from stf.events import POSITION, Event
 from stf.funding import settle_funding
+from stf.keys import K_POSITION
 from stf.state import Account, MarketState, Position, State
 
 
@@ -37,13 +38,14 @@ def apply_fill(
 ) -> int:
     """Apply a fill to the account's position; returns the PnL realized into collateral."""
     market_id = market.spec.market_id
-    scale = market.spec.notional_scale
-    state.touch_position(account.address, market_id)
+    scale = market.notional_scale
     position = account.positions.get(market_id)
     if position is None:
+        state.touch_absent(K_POSITION + account.address + market_id.to_bytes(2, "big"))
         position = account.positions[market_id] = Position(0, 0, market.funding_index)
         market.holders[account.address] = None
     else:
+        state.touch_position(account.address, market_id)
         settle_funding(state, account, position, market)
     old = position.size
     realized = 0

@@ -82,6 +82,7 @@ class Account:
 class MarketState:
     __slots__ = (
         "spec",
+        "notional_scale",
         "book",
         "oracle_price",
         "mark_price",
@@ -98,6 +99,7 @@ class MarketState:
 
     def __init__(self, spec: MarketSpec, genesis_time_ms: int) -> None:
         self.spec = spec
+        self.notional_scale = spec.notional_scale  # a property of the spec, read on every fill: cached
         self.book = Book(spec.market_id)
         self.oracle_price = spec.initial_oracle_price
         self.mark_price = spec.initial_oracle_price
@@ -184,6 +186,12 @@ class State:
         if key not in self.dirty:
             self.dirty[key] = encode_entry(self, key)
 
+    def touch_absent(self, key: bytes) -> None:
+        """`touch` for an entry the caller knows does not exist now: no encoding needed. (If the
+        key is untouched in this block, its state now is its state at block start: absent.)"""
+        if key not in self.dirty:
+            self.dirty[key] = None
+
     def touch_account(self, address: bytes) -> None:
         self.touch(K_ACCOUNT + address)
 
@@ -192,6 +200,14 @@ class State:
 
     def touch_nonce(self, address: bytes, nonce: int) -> None:
         self.touch(K_NONCE + address + nonce.to_bytes(8, "big"))
+
+    def touch_new_nonce(self, address: bytes, nonce: int) -> None:
+        """Before keeping a nonce that stf.nonces.check_nonce found unused (so not kept now)."""
+        self.touch_absent(K_NONCE + address + nonce.to_bytes(8, "big"))
+
+    def touch_new_order(self, order_id: int) -> None:
+        """Before resting an order under a fresh id (ids only grow: it never existed)."""
+        self.touch_absent(K_ORDER + order_id.to_bytes(8, "big"))
 
     def touch_position(self, address: bytes, market_id: int) -> None:
         self.touch(K_POSITION + address + market_id.to_bytes(2, "big"))
@@ -209,7 +225,7 @@ class State:
         """The account at `address`, created empty (and touched) if new."""
         account = self.accounts.get(address)
         if account is None:
-            self.touch_account(address)
+            self.touch_absent(K_ACCOUNT + address)
             account = self.accounts[address] = Account(address)
         return account
 

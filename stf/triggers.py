@@ -93,7 +93,7 @@ def push_trigger(
     spec = market.spec
     market_id = spec.market_id
     if size > 0:
-        weight = size * spec.notional_scale * (PPM - spec.maintenance_margin_ppm)
+        weight = size * market.notional_scale * (PPM - spec.maintenance_margin_ppm)
         if weight == 0:
             return  # f == PPM: a falling mark never lowers the buffer
         trigger = market.mark_price - share * PPM // weight - 1
@@ -101,7 +101,7 @@ def push_trigger(
             heappush(index.longs[market_id], (-trigger, seq, address))
             compact_if_sparse(index, market, index.longs)
     else:
-        weight = -size * spec.notional_scale * (PPM + spec.maintenance_margin_ppm)
+        weight = -size * market.notional_scale * (PPM + spec.maintenance_margin_ppm)
         trigger = market.mark_price + share * PPM // weight + 1
         if trigger <= compute_mark_ceiling(market):
             heappush(index.shorts[market_id], (trigger, seq, address))
