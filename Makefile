@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/ita/v1/*.proto)
 GEN_STAMP := proto/ita/v1/.generated
+FAST_STAMP := build/fast/.built
 
-.PHONY: setup proto test test-slow lint typecheck bench devnet clean
+.PHONY: setup proto fast test test-slow lint typecheck bench devnet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +28,15 @@ setup: $(STAMP) $(GEN_STAMP)
 
 proto: $(GEN_STAMP)
 
-test: setup
+# Opt-in compiled STF: mypyc builds stf/ into build/fast (rebuilt when stf/ changes); stf/ itself
+# stays pure Python. `make test` runs the STF tests against both (tests/test_stf_compiled.py).
+$(FAST_STAMP): $(STAMP) $(GEN_STAMP) $(wildcard stf/*.py) bench/build_fast.py
+	$(BIN)/python bench/build_fast.py
+	touch $(FAST_STAMP)
+
+fast: $(FAST_STAMP)
+
+test: setup fast
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: setup
@@ -37,7 +46,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy stf consensus genesis sdk node rpc
 
-bench: setup
+bench: setup fast
 	$(BIN)/python bench/stf.py
 
 devnet: setup

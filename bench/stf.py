@@ -29,6 +29,11 @@ How the workload stays identical on both sides
 - After timing, the fill counts (ita TRADE events vs peer trade callbacks) must
   agree, and the resting orders (id, price, size) of both books must be equal.
 
+Builds: ``build`` says which STF ran in this process: ``pure`` (stf/) or ``compiled`` (the
+mypyc build in build/fast from ``make fast``, chosen with ``ITA_FAST=1``). A pure run also times
+the compiled build, when a fresh one exists, in a child process on the very same signed blocks
+(it must reach the same app hash and fills) and reports it under ``compiled`` in both records.
+
 Timing: ``time.perf_counter`` around the whole apply loop, best of ``--runs``
 (default 3), fresh state/book each run; transactions are built and signed
 before timing. Before each timed run: ``gc.collect()`` then ``gc.freeze()``
@@ -40,13 +45,16 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import importlib.util
 import json
 import os
+import pickle
 import platform
 import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,9 +67,25 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+
+def _load_build_fast() -> Any:
+    spec = importlib.util.spec_from_file_location("build_fast", os.path.join(_HERE, "build_fast.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_fast = _load_build_fast()
+if os.environ.get("ITA_FAST") == "1":
+    if not build_fast.is_fresh():
+        raise SystemExit("ITA_FAST=1 but build/fast is missing or older than stf/: run `make fast`")
+    sys.path.insert(0, str(build_fast.OUT))
+
 import orderly_chaos  # noqa: E402
 from orderly_chaos import LimitOrderBook, Side, Trade  # noqa: E402
 
+import stf.block  # noqa: E402  (which build: an extension module when compiled)
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from sdk import tx as sdk_tx  # noqa: E402
 from sdk.keys import Key  # noqa: E402
@@ -70,6 +94,8 @@ from stf.config import ChainConfig, MarketSpec, address_of  # noqa: E402
 from stf.events import TRADE  # noqa: E402
 from stf.matching import compute_band  # noqa: E402
 from stf.state import State  # noqa: E402
+
+BUILD = "compiled" if str(stf.block.__file__).endswith(".so") else "pure"
 
 CHAIN_ID = "ita-bench-1"
 SYMBOL = "BENCH-PERP"
@@ -321,6 +347,60 @@ def compare_books(state: State, book: LimitOrderBook) -> None:
             raise SystemExit(f"order {order_id} differs: ita {order}, peer {peer}")
 
 
+def run_child(flag: str, args: list[str]) -> dict[str, Any]:
+    """Run this script with the compiled build in a fresh interpreter; its last JSON line."""
+    cmd = [sys.executable, os.path.abspath(__file__), flag, *args]
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, ITA_FAST="1"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    record: dict[str, Any] = json.loads(lines[-1])
+    return record
+
+
+def apply_child(path: str) -> dict[str, Any]:
+    """Time the pickled blocks (``--apply-child``): what the parent compares with its own run."""
+    with open(path, "rb") as f:
+        job = pickle.load(f)
+    config = bench_config([k.address for k in account_keys(job["accounts"])])
+    blocks = [(header(height), txs) for height, txs in job["blocks"]]
+    times, cpus = [], []
+    fills, app_hash = -1, ""
+    for _ in range(job["runs"]):
+        elapsed, cpu, fills, state = run_ita(config, blocks)
+        times.append(elapsed)
+        cpus.append(cpu)
+        app_hash = state.app_hash.hex()
+        del state
+    return {"build": BUILD, "times": times, "cpu": cpus, "fills": fills, "app_hash": app_hash}
+
+
+def time_compiled(blocks: Blocks, n_accounts: int, runs: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".pkl") as f:
+        job = {"accounts": n_accounts, "runs": runs, "blocks": [(h.height, txs) for h, txs in blocks]}
+        pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.flush()
+        return run_child("--apply-child", [f.name])
+
+
+def bench_compiled(
+    blocks: Blocks, n_accounts: int, runs: int, pure: State, pure_fills: int, pure_best: float
+) -> dict[str, Any]:
+    """The compiled build on the same blocks, in a child; it must end in the same state hash."""
+    log(f"timing the compiled build (build/fast), {runs} run(s)")
+    child = time_compiled(blocks, n_accounts, runs)
+    expected = ("compiled", pure_fills, pure.app_hash.hex())
+    if (child["build"], child["fills"], child["app_hash"]) != expected:
+        raise SystemExit(f"compiled build disagrees: {child} vs fills {pure_fills}, {pure.app_hash.hex()}")
+    ops = sum(len(txs) for _, txs in blocks)
+    return {
+        "ops_per_s": round(ops / min(child["times"])),
+        "ops_per_s_exact": ops / min(child["times"]),
+        "best_s": round(min(child["times"]), 4),
+        "best_cpu_s": min(child["cpu"]),
+        "speedup_vs_pure": round(pure_best / min(child["times"]), 3),
+        "same_app_hash_and_fills": True,
+    }
+
+
 def bench_apply(n_ops: int, block_size: int, n_accounts: int, runs: int, seed: int) -> dict[str, Any]:
     log(f"generating {n_ops} ops (seed {seed}, {block_size} per block, {n_accounts} accounts)")
     work = generate(n_ops, block_size, n_accounts, seed)
@@ -354,8 +434,14 @@ def bench_apply(n_ops: int, block_size: int, n_accounts: int, runs: int, seed: i
     new_orders = max(1, work.counts["limit"] + work.counts["market"])
     ops_per_s = n_ops / min(ita_times)
     peer_ops_per_s = n_ops / min(peer_times)
+    compiled = None
+    if BUILD == "pure" and build_fast.is_fresh():
+        compiled = bench_compiled(blocks, n_accounts, runs, state, ita_fills, min(ita_times))
+        compiled["ratio"] = round(compiled.pop("ops_per_s_exact") / peer_ops_per_s, 4)
+        compiled["cpu_ratio"] = round(min(peer_cpu) / compiled.pop("best_cpu_s"), 4)
     return {
         "name": "stf_apply",
+        "build": BUILD,
         "ops": n_ops,
         "ops_per_s": round(ops_per_s),
         "peer": f"orderly-chaos {orderly_chaos.__version__}",
@@ -380,6 +466,7 @@ def bench_apply(n_ops: int, block_size: int, n_accounts: int, runs: int, seed: i
         "signatures": "excluded (skip_signature_check)",
         "gc": "gc.collect() + gc.freeze() before each timed run; automatic gc on",
         "python": platform.python_version(),
+        "compiled": compiled,  # the mypyc build on the same blocks (null: not built, or this run is it)
     }
 
 
@@ -444,6 +531,7 @@ def memory_child(n_orders: int, per_account: int, block_size: int, seed: int) ->
     rss = rss_bytes()
     return {
         "name": "stf_memory",
+        "build": BUILD,
         "resting_orders": len(state.orders),
         "rss_bytes": rss,
         "rss_mib": round(rss / 2**20, 1),
@@ -466,6 +554,12 @@ def bench_memory(n_orders: int, seed: int) -> dict[str, Any]:
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     record: dict[str, Any] = json.loads(lines[-1])
+    record["compiled"] = None
+    if BUILD == "pure" and build_fast.is_fresh():
+        log(f"building {n_orders} resting orders with the compiled build")
+        child = run_child("--memory-child", ["--orders", str(n_orders), "--seed", str(seed)])
+        keep = ("build", "rss_mib", "bytes_per_order", "peak_rss_mib", "build_s")
+        record["compiled"] = {key: child[key] for key in keep}
     return record
 
 
@@ -481,9 +575,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--skip-apply", action="store_true", help="only the memory figure")
     parser.add_argument("--skip-memory", action="store_true", help="only the apply figure")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--apply-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     n_ops = args.ops or (20_000 if args.quick else 200_000)
     n_orders = args.orders or (50_000 if args.quick else 1_000_000)
+    if args.apply_child:
+        emit(apply_child(args.apply_child))
+        return
     if args.memory_child:
         emit(memory_child(n_orders, per_account=100, block_size=5_000, seed=args.seed))
         return
