@@ -24,7 +24,6 @@ that verified (in the mempool's workers or during replay) so finalize does not r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import OrderedDict
@@ -41,6 +40,7 @@ from node.blocks import (
     stf_header,
 )
 from node.blockstore import BlockStore, StoreCorruptError
+from node.verify import signature_key
 from proto.ita.v1 import block_pb2
 from stf.block import BlockResult, apply_block, genesis_state
 from stf.config import ChainConfig
@@ -72,10 +72,14 @@ class SignatureCache:
 
     @staticmethod
     def key(public_key: bytes, signature: bytes, message: bytes) -> bytes:
-        return hashlib.sha256(public_key + signature + message).digest()
+        return signature_key(public_key, signature, message)
 
     def remember(self, public_key: bytes, signature: bytes, message: bytes) -> None:
-        self._good[self.key(public_key, signature, message)] = None
+        self.remember_key(self.key(public_key, signature, message))
+
+    def remember_key(self, digest: bytes) -> None:
+        """Remember a triple by its ``key`` digest (node.verify.Verified.signature_key)."""
+        self._good[digest] = None
         while len(self._good) > self.capacity:
             self._good.popitem(last=False)
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from node.app import SignatureCache
 from node.verify import Verified, VerifierPool, VerifierUnavailable, verify_batch, verify_tx
 from proto.ita.v1 import tx_pb2
 from stf.block import MAX_TX_BYTES, decode_tx
@@ -56,7 +57,23 @@ def test_a_malformed_chain_id_is_a_rejection_not_a_crash() -> None:
 
 def test_verified_pickles() -> None:
     v = verify_tx(transfer_tx(1, 1), CHAIN_ID)
+    assert v.signature_key
     assert pickle.loads(pickle.dumps(v)) == v
+    rejected = verify_tx(corrupt_signature(transfer_tx(1, 2)), CHAIN_ID)
+    assert pickle.loads(pickle.dumps(rejected)) == rejected
+
+
+def test_signature_key_is_the_cache_key_of_the_verified_triple() -> None:
+    raw = transfer_tx(3, 7)
+    envelope = tx_pb2.SignedTx.FromString(raw)
+    message = signing_message(CHAIN_ID, envelope.body)
+    expected = SignatureCache.key(envelope.public_key, envelope.signature, message)
+    assert verify_tx(raw, CHAIN_ID).signature_key == expected
+    # a rejected tx carries no key: nothing must be remembered for it
+    assert verify_tx(corrupt_signature(raw), CHAIN_ID).signature_key == b""
+    cache = SignatureCache()
+    cache.remember_key(expected)
+    cache.check(envelope.public_key, envelope.signature, message)  # a hit: no verification needed
 
 
 @pytest.fixture(scope="module")
