@@ -30,18 +30,37 @@ cached, so the same bytes may be resubmitted later.
 if asked, re-runs ``check_tx`` on every remaining tx (in arrival order) and
 drops those now invalid (e.g. a nonce consumed by a tx that arrived through
 another validator).
+
+Incremental recheck: re-running ``check_tx`` on the whole pool after every block
+is O(pool) per block. With ``check_tx_against_state`` a pending tx's verdict can
+only turn from valid to invalid through (a) its own account's kept nonces, which
+change only when a tx *sent by that account* is applied, or (b) the block time
+moving its nonce below the past edge of the window (time only moves forward; the
+future edge only widens; accounts are never deleted). So ``update`` given
+``senders`` (every sender of the committed block, ``committed_senders``) and
+``nonce_floor`` (block time - past window) rechecks only the pending txs of those
+senders plus those whose nonce is below the floor, found through a min-heap of
+(nonce, seq, hash) kept alongside the pool (entries of removed txs are skipped
+lazily; the heap is rebuilt when it grows past twice the pool). It evicts exactly
+what the full recheck would, in the same arrival order (a property test checks
+both against each other).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from google.protobuf.message import DecodeError
+
 from node.config import MempoolConfig
 from node.verify import Verified
+from proto.ita.v1 import tx_pb2
 from stf.block import MAX_TX_BYTES
+from stf.config import address_of
 from stf.nonces import check_nonce
 from stf.results import Code, Rejected
 from stf.signing import tx_hash
@@ -73,14 +92,22 @@ _PERMANENT = frozenset(
 CheckTx = Callable[[Verified], "tuple[int, str] | None"]  # None: acceptable, else (code, reason)
 
 
-def code_status(code: int) -> str:
-    """Lower-case name of an admission code ("ok", "bad_signature", "mempool_full", ...)."""
+def _code_status(code: int) -> str:
     for enum in (Code, MempoolCode):
         try:
             return enum(code).name.lower()
         except ValueError:
             continue
     return f"code_{code}"
+
+
+_STATUS_NAMES: dict[int, str] = {int(c): _code_status(c) for enum in (Code, MempoolCode) for c in enum}
+
+
+def code_status(code: int) -> str:
+    """Lower-case name of an admission code ("ok", "bad_signature", "mempool_full", ...)."""
+    name = _STATUS_NAMES.get(code)
+    return name if name is not None else _code_status(code)
 
 
 def check_tx_against_state(state: State, v: Verified) -> tuple[int, str] | None:
@@ -132,6 +159,7 @@ class Mempool:
         self.check_tx = check_tx
         self._txs: dict[bytes, MempoolTx] = {}  # insertion order == arrival order
         self._by_account: dict[bytes, dict[int, bytes]] = {}  # sender -> nonce -> hash
+        self._by_nonce: list[tuple[int, int, bytes]] = []  # min-heap (nonce, seq, hash); stale entries ok
         # tx hash -> None (admitted or committed) or the permanent rejection (code, reason)
         self._cache: OrderedDict[bytes, tuple[int, str] | None] = OrderedDict()
         self._bytes = 0
@@ -239,6 +267,7 @@ class Mempool:
             return self._reject(v.hash, verdict[0], verdict[1])
         self._seq += 1
         self._txs[v.hash] = MempoolTx(raw, v, self._seq)
+        heapq.heappush(self._by_nonce, (v.nonce, self._seq, v.hash))
         self._by_account.setdefault(v.sender, {})[v.nonce] = v.hash
         self._bytes += len(raw)
         self._remember(v.hash)
@@ -273,9 +302,50 @@ class Mempool:
             del self._by_account[tx.sender]
         return tx
 
-    def update(self, committed: Iterable[bytes], recheck: bool = True) -> list[bytes]:
+    def committed_senders(self, txs: Sequence[bytes], hashes: Sequence[bytes]) -> set[bytes]:
+        """The sender addresses of a committed block's txs (``hashes[i]`` is ``tx_hash(txs[i])``):
+        from the pool when it holds the tx, else parsed; undecodable txs changed no account."""
+        senders: set[bytes] = set()
+        for raw, digest in zip(txs, hashes, strict=True):
+            tx = self._txs.get(digest)
+            if tx is not None:
+                senders.add(tx.sender)
+                continue
+            try:
+                senders.add(address_of(tx_pb2.SignedTx.FromString(raw).public_key))
+            except DecodeError:
+                continue
+        return senders
+
+    def _recheck_candidates(self, senders: Collection[bytes], nonce_floor: int) -> list[MempoolTx]:
+        picked: dict[bytes, MempoolTx] = {}
+        for sender in senders:
+            for digest in self._by_account.get(sender, {}).values():
+                picked[digest] = self._txs[digest]
+        heap = self._by_nonce
+        while heap and heap[0][0] < nonce_floor:
+            _, seq, digest = heapq.heappop(heap)
+            tx = self._txs.get(digest)
+            if tx is not None and tx.seq == seq:
+                picked[digest] = tx
+        return sorted(picked.values(), key=lambda tx: tx.seq)
+
+    def _compact_heap(self) -> None:
+        if len(self._by_nonce) > 2 * len(self._txs) + 1024:
+            self._by_nonce = [(tx.nonce, tx.seq, tx.hash) for tx in self._txs.values()]
+            heapq.heapify(self._by_nonce)
+
+    def update(
+        self,
+        committed: Iterable[bytes],
+        recheck: bool = True,
+        senders: Collection[bytes] | None = None,
+        nonce_floor: int | None = None,
+    ) -> list[bytes]:
         """After a commit: drop committed txs (by hash), then optionally recheck the rest.
 
+        With ``senders`` and ``nonce_floor`` the recheck is incremental (see the module
+        docstring): only txs of those senders or with a nonce below the floor are checked.
         Returns the hashes evicted by the recheck (now invalid), in arrival order.
         """
         for digest in committed:
@@ -284,9 +354,19 @@ class Mempool:
                 self.committed_removed_total += 1
         evicted: list[bytes] = []
         if recheck:
-            for tx in list(self._txs.values()):
+            if senders is None or nonce_floor is None:
+                candidates = list(self._txs.values())
+            else:
+                candidates = self._recheck_candidates(senders, nonce_floor)
+            survivors: list[MempoolTx] = []
+            for tx in candidates:
                 if self.check_tx(tx.verified) is not None:
                     self._remove(tx.hash)
                     evicted.append(tx.hash)
+                elif nonce_floor is not None and tx.nonce < nonce_floor:
+                    survivors.append(tx)  # popped from the heap yet still valid: keep it findable
+            for tx in survivors:
+                heapq.heappush(self._by_nonce, (tx.nonce, tx.seq, tx.hash))
             self.recheck_evicted_total += len(evicted)
+        self._compact_heap()
         return evicted

@@ -8,12 +8,19 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from node import engine as engine_module
+from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
+from node.verify import verify_tx
 from proto.ita.v1 import block_pb2
 from sdk import tx as sdk_tx
 from sdk.keys import Key
+from stf.block import BlockHeader, apply_block
 from stf.config import ChainConfig, ValidatorSpec
+from stf.signing import tx_hash
 from tests.stf_support import USD, keys, make_config, order
 
 FAST = ConsensusTimeouts(
@@ -164,3 +171,36 @@ def test_four_validators_agree_and_a_restarted_one_catches_up(tmp_path: Path) ->
                 await engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_post_commit_recheck_is_incremental_on_a_large_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """_update_mempool's incremental path (block senders + nonce floor) evicts exactly what a full
+    recheck evicts: here a pending tx whose nonce a rival tx of the same sender consumed."""
+    monkeypatch.setattr(engine_module, "INCREMENTAL_RECHECK_MIN", -1)  # always incremental
+    chain = chain_config(1)
+    engine = make_engine(tmp_path, chain, VALIDATORS[0])
+    try:
+        state = engine.app.state
+        now = state.time_ms
+
+        def signed(trader: int, nonce: int, price: int) -> bytes:
+            body = sdk_tx.tx_body(chain.chain_id, nonce, order("sell", price, 20))
+            return sdk_tx.sign_tx(TRADERS[trader], chain.chain_id, body)
+
+        pending = [signed(0, now + 1, 600_000), signed(0, now + 2, 600_000), signed(1, now + 1, 600_000)]
+        for raw in pending:
+            assert engine.mempool.add_verified(raw, verify_tx(raw, chain.chain_id)).accepted
+        rival = signed(1, now + 1, 610_000)  # same sender and nonce as pending[2], other bytes
+        txs = [pending[0], rival]
+        block = make_block(chain.chain_id, 1, now + 500, VALIDATORS[0].address, b"", state.app_hash, txs)
+        result = apply_block(state, BlockHeader(height=1, time_ms=now + 500), txs)
+        assert all(r.ok for r in result.results)
+        committed = block_pb2.CommittedBlock(block=block, tx_hashes=[tx_hash(t) for t in txs])
+        engine._update_mempool(committed)
+        assert engine.mempool.reap(100, 10**9) == [pending[1]]
+        assert engine.mempool.stats()["recheck_evicted_total"] == 1
+    finally:
+        engine.verifier.close()
+        engine.store.close()

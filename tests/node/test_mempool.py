@@ -4,6 +4,8 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from node.config import MempoolConfig
 from node.mempool import Admission, Mempool, MempoolCode, check_tx_against_state, code_status
@@ -64,6 +66,18 @@ def test_code_status_names() -> None:
     assert code_status(0) == "ok" and code_status(2) == "bad_signature"
     assert code_status(100) == "mempool_full" and code_status(102) == "account_limit"
     assert code_status(999) == "code_999"
+
+
+def test_code_status_table_matches_the_enums() -> None:
+    for code in range(0, 300):
+        expected = f"code_{code}"
+        for enum in (Code, MempoolCode):
+            try:
+                expected = enum(code).name.lower()
+                break
+            except ValueError:
+                continue
+        assert code_status(code) == expected
 
 
 def test_bounds_on_count_bytes_and_per_account() -> None:
@@ -153,3 +167,68 @@ def test_worker_pool_feeds_the_mempool_sanity() -> None:
     assert len(mp) == 399
     rate = round(len(txs) / elapsed)
     print(json.dumps({"name": "mempool_admission_sanity", "txs": len(txs), "tx_per_s": rate}))
+
+
+# ---------------------------------------------------------------------------- incremental recheck
+
+_PAST = chain().nonce_window_past_ms
+_FUTURE = chain().nonce_window_future_ms
+_OFFSETS = st.sampled_from([-_PAST, -_PAST + 1, -_PAST // 2, 1, 2, 3, 5, 1000, _FUTURE])
+
+
+def _pool_tx(sender: int, nonce: int, amount: int) -> bytes:
+    if sender >= 6:  # no such account at genesis: only a faucet tx is admitted
+        body = sdk_tx.tx_body(CHAIN_ID, nonce, sdk_tx.faucet(amount))
+        return sdk_tx.sign_tx(account(sender), CHAIN_ID, body)
+    return nonce_tx(sender, nonce, amount)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pending=st.lists(st.tuples(st.integers(0, 7), _OFFSETS, st.integers(1, 3)), max_size=14),
+    rivals=st.lists(st.tuples(st.integers(0, 7), _OFFSETS, st.integers(4, 6)), max_size=5),
+    included=st.lists(st.integers(0, 13), max_size=8),
+    time_step=st.sampled_from([1, 2, 1000, _PAST // 2, _PAST, _PAST + 2, _PAST + 1000, 3 * _PAST]),
+    blocks=st.integers(1, 2),
+)
+def test_incremental_recheck_evicts_exactly_what_a_full_recheck_evicts(
+    pending: list[tuple[int, int, int]],
+    rivals: list[tuple[int, int, int]],
+    included: list[int],
+    time_step: int,
+    blocks: int,
+) -> None:
+    state = genesis_state(chain())
+    full, incremental = make_pool(state), make_pool(state)
+    start = state.time_ms
+    raws = [_pool_tx(s, start + off, amount) for s, off, amount in pending]
+    for raw in raws:
+        assert submit(full, raw) == submit(incremental, raw)
+    assert full.reap(100, 10**9) == incremental.reap(100, 10**9)
+    for height in range(1, blocks + 1):
+        # a block of some pending txs plus txs that never reached this node (other nonces/bytes)
+        admitted = full.reap(100, 10**9)
+        block = [admitted[i] for i in dict.fromkeys(included) if i < len(admitted)]
+        block += [_pool_tx(s, start + off, amount) for s, off, amount in rivals]
+        time_ms = state.time_ms + time_step
+        apply_block(state, BlockHeader(height=height, time_ms=time_ms), block)
+        hashes = [tx_hash(t) for t in block]
+        senders = incremental.committed_senders(block, hashes)
+        floor = state.time_ms - state.config.nonce_window_past_ms
+        assert incremental.update(hashes, senders=senders, nonce_floor=floor) == full.update(hashes)
+        assert incremental.reap(100, 10**9) == full.reap(100, 10**9)
+        assert incremental.stats() == full.stats()
+
+
+def test_incremental_recheck_heap_stays_bounded() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state)
+    n = state.time_ms
+    for round_ in range(3):
+        txs = [nonce_tx(k % 4, n + round_ * 1000 + k) for k in range(600)]
+        for raw in txs:
+            assert submit(mp, raw).accepted
+        mp.update([tx_hash(t) for t in txs], senders=set(), nonce_floor=0)
+        assert len(mp) == 0
+    assert len(mp._by_nonce) <= 1024 + 1800  # rebuilt once it outgrows twice the pool (+ slack)
+    assert mp.committed_senders([b"\xff\xff"], [tx_hash(b"\xff\xff")]) == set()
