@@ -25,13 +25,13 @@ from consensus.messages import Vote
 from consensus.types import VoteType
 from genesis.devnet import devnet_genesis_dict
 from genesis.schema import parse_genesis
+from node.blocks import result_to_proto
 from proto.ita.v1 import block_pb2, tx_pb2
 from rpc.verify import compute_block_id, compute_txs_hash
 from sdk import tx as sdk_tx
 from sdk.keys import Key, devnet_account_key, devnet_validator_key
 from stf.block import BlockHeader, apply_block, genesis_state, skip_signature_check
 from stf.config import ChainConfig
-from stf.results import TxResult
 from stf.snapshot import encode_snapshot
 from stf.state import State
 
@@ -46,16 +46,6 @@ def sim_config(validators: int = 4, accounts: int = 20, funding_interval_ms: int
     for market in markets:
         market["funding_interval_ms"] = funding_interval_ms
     return parse_genesis(doc)
-
-
-def result_to_proto(result: TxResult) -> block_pb2.TxResult:
-    return block_pb2.TxResult(
-        code=int(result.code),
-        status=result.code.name.lower(),
-        reason=result.reason,
-        order_id=result.order_id,
-        items=[result_to_proto(item) for item in result.items],
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,11 +32,11 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from consensus.certificate import CertificateError, CommitCertificate, verify_commit_certificate
 from consensus.codec import DecodeError
 from consensus.validators import ValidatorSet
+from node.blocks import block_id as compute_block_id  # one definition of the block id
+from node.blocks import compute_txs_hash
 from proto.ita.v1 import block_pb2
 from stf.config import ChainConfig
 from stf.results import TxResult
-
-TXS_DOMAIN_TAG = b"ita/txs/v1\x00"
 
 
 class IndexerFatal(Exception):
@@ -65,20 +65,6 @@ class ResultMismatch(IndexerFatal):
     """Our replay produced different transaction result codes than the node reported."""
 
     code = "result_mismatch"
-
-
-def compute_block_id(block: block_pb2.Block) -> bytes:
-    """sha256 of the block's deterministic protobuf serialization (what consensus signs)."""
-    return hashlib.sha256(block.SerializeToString(deterministic=True)).digest()
-
-
-def compute_txs_hash(txs: Sequence[bytes]) -> bytes:
-    """SHA-256("ita/txs/v1\\0" || u32be(n) || sha256(tx_0) || ...), see proto/ita/v1/block.proto."""
-    h = hashlib.sha256(TXS_DOMAIN_TAG)
-    h.update(len(txs).to_bytes(4, "big"))
-    for tx in txs:
-        h.update(hashlib.sha256(tx).digest())
-    return h.digest()
 
 
 def validator_set(config: ChainConfig) -> ValidatorSet:
