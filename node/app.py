@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 from node.blocks import (
     BlockShapeError,
-    block_id,
     check_block_shape,
     committed_block,
     decode_block,
@@ -155,7 +154,10 @@ class Application:
         return self.state.height
 
     def last_block_id(self) -> bytes:
-        return self.store.block_id(self.state.height) or b"" if self.state.height else b""
+        """Id of the latest committed block; empty before the first one."""
+        if self.state.height == 0:
+            return b""
+        return self.store.block_id(self.state.height) or b""
 
     # -- proposals ---------------------------------------------------------------------------
     def prepare_proposal(self, height: int, now_ms: int, proposer: bytes, txs: list[bytes]) -> bytes:
@@ -213,10 +215,3 @@ class Application:
         self.store.save_block(committed, snapshot)
         crash_point("after_commit", height)
         return committed
-
-    def committed_block_id(self, height: int) -> bytes | None:
-        return self.store.block_id(height)
-
-    @staticmethod
-    def id_of(block: block_pb2.Block) -> bytes:
-        return block_id(block)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from consensus import ConsensusConfig
 from stf.block import MAX_TX_BYTES
 from stf.config import ChainConfig
 
@@ -133,6 +134,17 @@ class ConsensusTimeouts:
     timeout_precommit_ms: int = 500
     timeout_precommit_delta_ms: int = 250
     timeout_commit_ms: int = 100
+
+    def consensus_config(self) -> ConsensusConfig:
+        """The core's config (everything but the commit pause, which the engine applies)."""
+        return ConsensusConfig(
+            timeout_propose_ms=self.timeout_propose_ms,
+            timeout_propose_delta_ms=self.timeout_propose_delta_ms,
+            timeout_prevote_ms=self.timeout_prevote_ms,
+            timeout_prevote_delta_ms=self.timeout_prevote_delta_ms,
+            timeout_precommit_ms=self.timeout_precommit_ms,
+            timeout_precommit_delta_ms=self.timeout_precommit_delta_ms,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,6 @@ from consensus import (
     Broadcast,
     CertifiedBlock,
     CommitCertificate,
-    ConsensusConfig,
     ConsensusCore,
     Decide,
     DecodeError,
@@ -130,15 +129,7 @@ class Engine:
         if validator_key is not None:
             inner = Ed25519Signer(nacl.signing.SigningKey(validator_key.seed))
             self.signer = GuardedSigner(inner, self.guard_file.load(), persist=self.guard_file.save)
-        timeouts = config.consensus
-        self.consensus_config = ConsensusConfig(
-            timeout_propose_ms=timeouts.timeout_propose_ms,
-            timeout_propose_delta_ms=timeouts.timeout_propose_delta_ms,
-            timeout_prevote_ms=timeouts.timeout_prevote_ms,
-            timeout_prevote_delta_ms=timeouts.timeout_prevote_delta_ms,
-            timeout_precommit_ms=timeouts.timeout_precommit_ms,
-            timeout_precommit_delta_ms=timeouts.timeout_precommit_delta_ms,
-        )
+        self.consensus_config = config.consensus.consensus_config()
         self.core = ConsensusCore(self.consensus_config, self.vset, self.signer, chain.chain_id)
         self.mempool = Mempool(config.mempool, lambda v: check_tx_against_state(self.app.state, v))
         self.verifier = VerifierPool(
@@ -152,13 +143,10 @@ class Engine:
         self.sync_requested_at = 0.0
         self.pending_gossip: list[bytes] = []
         self.evidence_file = Path(home.data_dir) / "evidence.jsonl"
-        self.evidence_count = 0
-        self.rounds_started = 0
         self.last_commit_at = 0.0
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
         self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
 
     @contextlib.contextmanager
     def _span(self, name: str, **attributes: object) -> Iterator[None]:
@@ -187,7 +175,6 @@ class Engine:
         ]
 
     async def stop(self) -> None:
-        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -347,7 +334,6 @@ class Engine:
             self.height_changed.notify_all()
 
     def _record_evidence(self, found: EvidenceFound) -> None:
-        self.evidence_count += 1
         evidence = found.evidence
         record = {"kind": type(evidence).__name__, "height": self.core.height, "repr": repr(evidence)[:2000]}
         log.warning("equivocation evidence: %s", record["kind"], extra={"height": self.core.height})
