@@ -28,8 +28,9 @@ setup: $(STAMP) $(GEN_STAMP)
 
 proto: $(GEN_STAMP)
 
-# Opt-in compiled STF: mypyc builds stf/ into build/fast (rebuilt when stf/ changes); stf/ itself
-# stays pure Python. `make test` runs the STF tests against both (tests/test_stf_compiled.py).
+# Compiled STF: mypyc builds stf/ into build/fast (rebuilt when stf/ changes); stf/ itself stays
+# pure Python. Nodes and indexers run the compiled build when it is fresh (stf/__init__.py,
+# ITA_STF=auto|pure|compiled); tests run the pure one and tests/test_stf_compiled.py both.
 $(FAST_STAMP): $(STAMP) $(GEN_STAMP) $(wildcard stf/*.py) bench/build_fast.py
 	$(BIN)/python bench/build_fast.py
 	touch $(FAST_STAMP)
@@ -49,7 +50,7 @@ lint: setup
 bench: setup fast
 	$(BIN)/python bench/stf.py
 
-devnet: setup
+devnet: setup fast
 	$(BIN)/ita devnet up --validators 4 --load 20
 
 clean:

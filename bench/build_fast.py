@@ -1,12 +1,11 @@
 """Compile stf/ with mypyc into build/fast/ (`make fast`); the pure-Python stf/ stays as it is.
 
-The compiled tree is build/fast/stf/: one extension module per stf module (plus mypyc's shared
-library in build/fast/) next to a copy of the exact sources it was compiled from. Python prefers
-an extension module to a .py of the same name, so putting build/fast first on sys.path (what
-`ITA_FAST=1` does for bench/stf.py, and tests/test_stf_compiled.py for the test suite) runs
-the compiled STF; nothing else changes. `is_fresh()` tells whether the copy still equals stf/.
+The compiled tree is build/fast/stf/: one extension module per stf module but stf/__init__.py
+(plus mypyc's shared library in build/fast/) next to a copy of the exact sources it was compiled
+from. stf/__init__.py picks the build at import (`ITA_STF=auto|pure|compiled`, default auto: the
+compiled one when fresh); `is_fresh()` tells whether the copy still equals stf/.
 
-Nothing here is needed at run time: a node without the build runs the pure STF.
+Nothing here is needed at run time: without the build every process runs the pure STF.
 """
 
 from __future__ import annotations
@@ -16,24 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stf import compiled_sources, stale_reason  # noqa: E402  (only the chooser: no stf module loads)
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "fast"
 WORK = ROOT / "build" / "fast-work"  # generated C and object files
 
 
 def sources() -> list[Path]:
-    return sorted((ROOT / "stf").glob("*.py"))
+    return compiled_sources()
 
 
 def is_fresh(out: Path = OUT) -> bool:
     """True when build/fast holds a compiled module for, and the same source as, every stf module."""
-    for source in sources():
-        copy = out / "stf" / source.name
-        if not copy.exists() or copy.read_bytes() != source.read_bytes():
-            return False
-        if not list(copy.parent.glob(source.stem + ".*.so")):
-            return False
-    return True
+    return not stale_reason(out)
 
 
 def build() -> None:

@@ -76,11 +76,11 @@ def _load_build_fast() -> Any:
     return module
 
 
+# stf/__init__.py picks the build at first import: pure here unless ITA_FAST=1 asks for the compiled one.
+os.environ["ITA_STF"] = "compiled" if os.environ.get("ITA_FAST") == "1" else "pure"
 build_fast = _load_build_fast()
-if os.environ.get("ITA_FAST") == "1":
-    if not build_fast.is_fresh():
-        raise SystemExit("ITA_FAST=1 but build/fast is missing or older than stf/: run `make fast`")
-    sys.path.insert(0, str(build_fast.OUT))
+if os.environ["ITA_STF"] == "compiled" and not build_fast.is_fresh():
+    raise SystemExit("ITA_FAST=1 but build/fast is missing or older than stf/: run `make fast`")
 
 import orderly_chaos  # noqa: E402
 from orderly_chaos import LimitOrderBook, Side, Trade  # noqa: E402

@@ -217,16 +217,22 @@ def run(
     _wait_for_any(pool, stop, wait_for_nodes)
     started = time.monotonic()
     last_stats = started
+    period = batch_ms / 1000
+    next_batch_at = started  # one request per period: what is due then goes as one batch
     sent = 0
     try:
         while not stop["flag"]:
             now = time.monotonic()
             if duration and now - started >= duration:
                 break
+            if now < next_batch_at:
+                time.sleep(next_batch_at - now)
+                continue
             due = min(int((now - started) * rate) - sent, max_batch)
             if due <= 0:
-                time.sleep(min(batch_ms / 1000, max(0.001, (sent + 1) / rate - (now - started))))
+                next_batch_at = started + (sent + 1) / rate  # a slow rate: wait for the next tx
                 continue
+            next_batch_at = now + period
             if presigned is not None:
                 txs = list(presigned[sent : sent + due])
                 if not txs:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nacl.signing
 
+import stf
 from genesis.schema import load_genesis
 from node.config import NodeConfig, NodeHome, check_against_chain, load_config
 from node.engine import Engine, wall_clock_ms
@@ -91,7 +92,7 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
     node_home, config, chain, key = load_home(home)
     tracing: Tracing = setup_tracing(config.otlp_endpoint, moniker=config.moniker, set_global=True)
     metrics = NodeMetrics()
-    metrics.set_info(chain.chain_id, config.moniker)
+    metrics.set_info(chain.chain_id, config.moniker, stf.BUILD)
     engine = Engine(chain, config, node_home, key)
     engine.tracing = tracing
     connect_metrics(engine, metrics)
@@ -136,7 +137,13 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
         )
     log.info(
         "node started",
-        extra={"moniker": config.moniker, "grpc": config.grpc_listen, "height": engine.height()},
+        extra={
+            "moniker": config.moniker,
+            "grpc": config.grpc_listen,
+            "height": engine.height(),
+            "stf_build": stf.BUILD,
+            "stf_build_note": stf.BUILD_NOTE,
+        },
     )
     await stop.wait()
     log.info("node stopping", extra={"height": engine.height()})

@@ -82,8 +82,9 @@ class NodeMetrics:
         disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.info = Gauge("ita_node_info", "Constant 1, labelled with the node identity.",
-                          ["chain_id", "moniker"], registry=r)
+        self.info = Gauge("ita_node_info", "Constant 1, labelled with the node identity and the STF build "
+                          "it runs (stf_build: pure or compiled, see stf/__init__.py).",
+                          ["chain_id", "moniker", "stf_build"], registry=r)
         # consensus
         self.height = Gauge("ita_consensus_height", "Latest committed height.", registry=r)
         self.round = Gauge("ita_consensus_round", "Current consensus round at the current height.",
@@ -129,8 +130,8 @@ class NodeMetrics:
         self.stream_blocks_subscribers = Gauge("ita_stream_blocks_subscribers",
                                                "Open Node.StreamBlocks calls.", registry=r)
 
-    def set_info(self, chain_id: str, moniker: str) -> None:
-        self.info.labels(chain_id=chain_id, moniker=moniker).set(1)
+    def set_info(self, chain_id: str, moniker: str, stf_build: str) -> None:
+        self.info.labels(chain_id=chain_id, moniker=moniker, stf_build=stf_build).set(1)
 
     def exposition(self) -> bytes:
         """The text exposition format of every metric (what GET /metrics returns)."""

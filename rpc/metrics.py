@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+import stf
+
 __all__ = ["CONTENT_TYPE_LATEST", "IndexerMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -13,6 +15,13 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class IndexerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        self.info = Gauge(
+            "ita_indexer_info",
+            "Constant 1, labelled with the STF build the indexer replays with (pure or compiled).",
+            ["stf_build"],
+            registry=r,
+        )
+        self.info.labels(stf_build=stf.BUILD).set(1)
         self.height = Gauge("ita_indexer_height", "Latest block height indexed and served.", registry=r)
         self.node_height = Gauge("ita_indexer_node_height", "Latest height reported by the node.", registry=r)
         self.lag_blocks = Gauge(

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+import stf
 from genesis.schema import GenesisError, load_genesis
 from rpc.history import History, HistoryError
 from rpc.http import make_app
@@ -355,7 +356,14 @@ async def run_indexer(
     source = GrpcBlockSource(node_addr)
     service = IndexerService(Indexer(config, source, history, settings))
     await service.start(host, port)
-    log.info("indexer for %s following %s, serving on %s", config.chain_id, node_addr, service.url)
+    log.info(
+        "indexer for %s following %s, serving on %s (STF build: %s)",
+        config.chain_id,
+        node_addr,
+        service.url,
+        stf.BUILD,
+        extra={"stf_build": stf.BUILD, "stf_build_note": stf.BUILD_NOTE},
+    )
     print(json.dumps({"indexer": service.url, "node": node_addr, "chain_id": config.chain_id}), flush=True)
     try:
         await service.wait()

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from build_fast import OUT, is_fresh  # noqa: E402
+from build_fast import is_fresh  # noqa: E402
 
 sys.path.remove(str(ROOT / "bench"))
 
@@ -25,12 +25,12 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("ITA_COMPILED_RUN") == "1", reason="already inside the compiled run"),
 ]
 
-# Imports every stf module from build/fast (and checks each one is an extension module) before
-# anything else can import the pure package, then runs the given Python code.
-PRELUDE = f"""
+# Runs the given Python code with ITA_STF=compiled (stf/__init__.py then loads every stf module
+# from build/fast) after checking that each module really is an extension module.
+PRELUDE = """
 import pkgutil, sys
-sys.path.insert(0, {str(OUT)!r})
 import stf
+assert stf.BUILD == "compiled", stf.BUILD_NOTE
 for info in pkgutil.iter_modules(stf.__path__):
     module = __import__("stf." + info.name, fromlist=["_"])
     assert module.__file__.endswith(".so"), module.__file__
@@ -38,7 +38,7 @@ for info in pkgutil.iter_modules(stf.__path__):
 
 
 def run_compiled(code: str, timeout: int) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ITA_COMPILED_RUN="1")
+    env = dict(os.environ, ITA_COMPILED_RUN="1", ITA_STF="compiled")
     return subprocess.run(
         [sys.executable, "-c", PRELUDE + code],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

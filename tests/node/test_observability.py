@@ -47,7 +47,7 @@ EXPECTED = {
 
 def exercised_metrics() -> NodeMetrics:
     m = NodeMetrics()
-    m.set_info("ita-devnet", "node0")
+    m.set_info("ita-devnet", "node0", "pure")
     m.height.set(12)
     m.round.set(1)
     m.rounds.inc(3)
