@@ -98,6 +98,7 @@ class Finalized:
     block: block_pb2.Block
     raw: bytes
     result: BlockResult
+    hashes: list[bytes]  # tx_hash of each tx
 
 
 class ProposalRejected(ValueError):
@@ -144,6 +145,9 @@ class Application:
         self.max_time_drift_ms = max_time_drift_ms
         self.signatures = SignatureCache()
         self.validators = {v.address for v in config.validators}
+        # The last proposal that passed process_proposal: (raw bytes, decoded block, tx hashes),
+        # so finalize and commit of that block neither decode nor hash its txs again.
+        self._checked: tuple[bytes, block_pb2.Block, list[bytes]] | None = None
         self.state = recover_state(config, store, self.signatures)
         if store.latest_height() == 0:
             store.set_genesis_app_hash(self.state.app_hash)
@@ -173,7 +177,7 @@ class Application:
         """The decoded block if it is a valid proposal for `height`, else ProposalRejected."""
         try:
             block = decode_block(raw)
-            check_block_shape(block, self.config.chain_id)
+            hashes = check_block_shape(block, self.config.chain_id)
         except BlockShapeError as exc:
             raise ProposalRejected(str(exc)) from None
         header = block.header
@@ -191,23 +195,29 @@ class Application:
             raise ProposalRejected(f"block time {header.time_ms} is ahead of our clock {now_ms}")
         if len(block.txs) > self.config.max_block_txs or len(raw) > self.config.max_block_bytes:
             raise ProposalRejected("block exceeds the genesis limits")
+        self._checked = (raw, block, hashes)
         return block
 
     # -- execution ---------------------------------------------------------------------------
     def finalize_block(self, raw: bytes) -> Finalized:
-        block = decode_block(raw)
+        checked = self._checked
+        if checked is not None and (checked[0] is raw or checked[0] == raw):
+            _, block, hashes = checked
+        else:  # a block we did not validate (block sync): its shape is checked here
+            block = decode_block(raw)
+            hashes = check_block_shape(block, self.config.chain_id)
+        self._checked = None
         header = block.header
         if header.height != self.state.height + 1:
             raise ValueError(f"finalize of height {header.height} on top of {self.state.height}")
         result = apply_block(self.state, stf_header(header), list(block.txs), self.signatures.check)
-        return Finalized(block, raw, result)
+        return Finalized(block, raw, result, hashes)
 
     def commit(self, finalized: Finalized, certificate: bytes) -> block_pb2.CommittedBlock:
         height = finalized.block.header.height
         crash_point("after_finalize", height)
-        committed = committed_block(
-            finalized.block, certificate, finalized.result.results, finalized.result.app_hash
-        )
+        block, result = finalized.block, finalized.result
+        committed = committed_block(block, certificate, result.results, result.app_hash, finalized.hashes)
         snapshot = None
         if self.snapshot_interval and height % self.snapshot_interval == 0:
             snapshot = encode_snapshot(self.state)

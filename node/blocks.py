@@ -45,10 +45,14 @@ def _short(value: bytes) -> bytes:
 
 def compute_txs_hash(txs: Sequence[bytes]) -> bytes:
     """SHA-256("ita/txs/v1\\0" || u32be(n) || tx_hash(tx_0) || ...)."""
+    return txs_hash_of([tx_hash(tx) for tx in txs])
+
+
+def txs_hash_of(hashes: Sequence[bytes]) -> bytes:
+    """``compute_txs_hash`` from the txs' ``tx_hash`` values (computed once per block and reused)."""
     h = hashlib.sha256(TXS_DOMAIN_TAG)
-    h.update(len(txs).to_bytes(4, "big"))
-    for tx in txs:
-        h.update(tx_hash(tx))
+    h.update(len(hashes).to_bytes(4, "big"))
+    h.update(b"".join(hashes))
     return h.digest()
 
 
@@ -108,6 +112,7 @@ def make_block(
     last_app_hash: bytes,
     txs: Sequence[bytes],
 ) -> block_pb2.Block:
+    hashes = [tx_hash(tx) for tx in txs]
     header = block_pb2.BlockHeader(
         chain_id=chain_id,
         height=height,
@@ -115,15 +120,22 @@ def make_block(
         proposer=proposer,
         last_block_id=last_block_id,
         last_app_hash=last_app_hash,
-        txs_hash=compute_txs_hash(txs),
+        txs_hash=txs_hash_of(hashes),
     )
     block = block_pb2.Block(header=header, txs=list(txs))
-    check_block_shape(block, chain_id)
+    check_block_shape(block, chain_id, hashes)
     return block
 
 
-def check_block_shape(block: block_pb2.Block, chain_id: str) -> None:
-    """Stateless validity: chain id, height >= 1, field lengths, txs_hash. Raises BlockShapeError."""
+def check_block_shape(
+    block: block_pb2.Block, chain_id: str, hashes: Sequence[bytes] | None = None
+) -> list[bytes]:
+    """Stateless validity: chain id, height >= 1, field lengths, txs_hash. Raises BlockShapeError.
+
+    Returns the txs' ``tx_hash`` values. A caller that already has them passes ``hashes`` (e.g.
+    a CommittedBlock's ``tx_hashes``); they are then trusted to be the txs' hashes and only
+    checked against the header's txs_hash, which saves hashing every tx again.
+    """
     header = block.header
     if header.chain_id != chain_id:
         raise BlockShapeError(f"block is for chain {header.chain_id!r}, this is {chain_id!r}")
@@ -139,22 +151,32 @@ def check_block_shape(block: block_pb2.Block, chain_id: str) -> None:
         )
     if len(header.last_app_hash) != HASH_LEN:
         raise BlockShapeError(f"last_app_hash must be {HASH_LEN} bytes, got {len(header.last_app_hash)}")
-    if header.txs_hash != compute_txs_hash(block.txs):
+    if hashes is None:
+        hashes = [tx_hash(tx) for tx in block.txs]
+    elif len(hashes) != len(block.txs):
+        raise BlockShapeError(f"txs_hash unchecked: {len(hashes)} hashes for {len(block.txs)} txs")
+    if header.txs_hash != txs_hash_of(hashes):
         raise BlockShapeError("txs_hash does not match the block's transactions")
+    return list(hashes)
 
 
 def stf_header(header: block_pb2.BlockHeader) -> StfHeader:
     return StfHeader(height=header.height, time_ms=header.time_ms, proposer=header.proposer)
 
 
+_STATUS_NAMES: dict[Code, str] = {code: code.name.lower() for code in Code}
+
+
 def result_to_proto(result: TxResult) -> block_pb2.TxResult:
-    return block_pb2.TxResult(
+    msg = block_pb2.TxResult(
         code=int(result.code),
-        status=result.code.name.lower(),
+        status=_STATUS_NAMES[result.code],
         reason=result.reason,
         order_id=result.order_id,
-        items=[result_to_proto(item) for item in result.items],
     )
+    if result.items:
+        msg.items.extend([result_to_proto(item) for item in result.items])
+    return msg
 
 
 def result_from_proto(msg: block_pb2.TxResult) -> TxResult:
@@ -166,8 +188,13 @@ def result_from_proto(msg: block_pb2.TxResult) -> TxResult:
 
 
 def committed_block(
-    block: block_pb2.Block, certificate: bytes, results: Sequence[TxResult], app_hash: bytes
+    block: block_pb2.Block,
+    certificate: bytes,
+    results: Sequence[TxResult],
+    app_hash: bytes,
+    hashes: Sequence[bytes] | None = None,
 ) -> block_pb2.CommittedBlock:
+    """``hashes``: the txs' tx_hash values when the caller has them (check_block_shape's answer)."""
     if len(results) != len(block.txs):
         raise BlockShapeError(f"{len(results)} results for {len(block.txs)} transactions")
     return block_pb2.CommittedBlock(
@@ -175,5 +202,5 @@ def committed_block(
         certificate=certificate,
         results=[result_to_proto(r) for r in results],
         app_hash=app_hash,
-        tx_hashes=[tx_hash(tx) for tx in block.txs],
+        tx_hashes=list(hashes) if hashes is not None else [tx_hash(tx) for tx in block.txs],
     )

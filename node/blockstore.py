@@ -10,7 +10,7 @@ Keys (heights are u64 big-endian, so byte order is height order)::
     b<h>                CommittedBlock protobuf bytes of height h
     i<h>                32-byte block id of height h (node/blocks.py)
     a<h>                32-byte app hash after height h
-    t<tx hash>          u64 height || u32 index of the tx's first inclusion
+    t<tx hash>          u64 height || u32 index of the tx's execution, else its first inclusion
     s<h>                snapshot bytes (stf/snapshot.py) of the state after h
 
 Invariants
@@ -38,6 +38,7 @@ from google.protobuf.message import DecodeError
 
 from node.blocks import BlockShapeError, block_id, check_block_shape
 from proto.ita.v1 import block_pb2
+from stf.results import Code
 from stf.snapshot import MAGIC as SNAPSHOT_MAGIC
 
 __all__ = ["BlockStore", "StoreCorruptError", "StoreError"]
@@ -51,6 +52,7 @@ _APP_HASH: Final = b"a"
 _TX: Final = b"t"
 _SNAPSHOT: Final = b"s"
 _TX_LOC = struct.Struct(">QI")
+_OK = int(Code.OK)
 HASH_LEN: Final = 32
 
 
@@ -160,7 +162,7 @@ class BlockStore:
         if height != self._latest + 1:
             raise StoreError(f"cannot store block {height}: the next height is {self._latest + 1}")
         try:
-            check_block_shape(committed.block, self.chain_id)
+            check_block_shape(committed.block, self.chain_id, committed.tx_hashes)
         except BlockShapeError as exc:
             raise StoreError(f"cannot store block {height}: {exc}") from None
         n = len(committed.block.txs)
@@ -177,9 +179,13 @@ class BlockStore:
             batch.put(_h(_BLOCK, height), committed.SerializeToString(deterministic=True))
             batch.put(_h(_BLOCK_ID, height), block_id(committed.block))
             batch.put(_h(_APP_HASH, height), committed.app_hash)
-            for index, tx_hash in enumerate(committed.tx_hashes):
-                if tx_hash in seen or self._get(_TX + tx_hash) is not None:
-                    continue  # keep the first inclusion (later ones were rejected as replays)
+            pairs = zip(committed.tx_hashes, committed.results, strict=True)
+            for index, (tx_hash, result) in enumerate(pairs):
+                # An executed tx is indexed here: its nonce was fresh, so no earlier inclusion
+                # executed. A rejected one only if the hash has no location yet (a replay of an
+                # executed tx keeps pointing at the execution). Executed txs need no read.
+                if result.code != _OK and (tx_hash in seen or self._get(_TX + tx_hash) is not None):
+                    continue
                 seen.add(tx_hash)
                 batch.put(_TX + tx_hash, _TX_LOC.pack(height, index))
             if snapshot is not None:
@@ -331,6 +337,14 @@ class BlockStore:
                 raise self._corrupt(f"block {height} is not linked to {height - 1}")
             for tx_hash in committed.tx_hashes:
                 location = self.tx_location(tx_hash)
-                if location is None or location[0] > height:
+                if location is None or not self._includes(location, tx_hash, height, committed):
                     raise self._corrupt(f"tx {tx_hash.hex()} of {height} not indexed")
             previous = committed
+
+    def _includes(
+        self, location: tuple[int, int], tx_hash: bytes, height: int, block: block_pb2.CommittedBlock
+    ) -> bool:
+        """Whether the block at ``location`` holds ``tx_hash`` there (``block`` is the one at ``height``)."""
+        committed = block if location[0] == height else self.block(location[0])
+        hashes = committed.tx_hashes if committed is not None else []
+        return location[1] < len(hashes) and hashes[location[1]] == tx_hash

@@ -227,3 +227,29 @@ def test_a_replayed_tx_keeps_its_first_location(tmp_path: Path) -> None:
             store.save_block(committed)
         assert store.tx_location(tx_hash(replay)) == (1, 1)
         store.check_integrity()
+
+
+def test_a_tx_rejected_first_and_executed_later_is_located_at_its_execution(tmp_path: Path) -> None:
+    from node.blocks import committed_block, make_block, stf_header
+    from stf.block import apply_block
+    from tests.node.support import BLOCK_MS, proposer, transfer_tx
+
+    state, blocks = build_chain(2)
+    early = transfer_tx(5, 10_000, to=1)  # account 5 does not exist yet: rejected, nonce not consumed
+    fund = transfer_tx(0, 10_001, to=5, amount=10)
+    heights = [(3, [early]), (4, [fund]), (5, [early, early])]
+    with BlockStore(tmp_path / "db", CHAIN_ID) as store:
+        for committed in blocks:
+            store.save_block(committed)
+        codes = []
+        for height, txs in heights:
+            block = make_block(
+                CHAIN_ID, height, chain().genesis_time_ms + height * BLOCK_MS, proposer(),
+                store.block_id(height - 1) or b"", state.app_hash, txs,
+            )
+            result = apply_block(state, stf_header(block.header), list(block.txs))
+            codes += [r.code.name for r in result.results]
+            store.save_block(committed_block(block, b"c", result.results, result.app_hash))
+        assert codes == ["UNKNOWN_ACCOUNT", "OK", "OK", "NONCE_USED"]
+        assert store.tx_location(tx_hash(early)) == (5, 0)  # not block 3, not the replay after it
+        store.check_integrity()
