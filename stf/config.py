@@ -22,9 +22,18 @@ PPM = 1_000_000
 COLLATERAL_DECIMALS = 6
 
 
+_ADDRESSES: dict[bytes, bytes] = {}  # memo of address_of (a pure function); dropped when full
+_ADDRESSES_MAX = 1 << 16
+
+
 def address_of(public_key: bytes) -> bytes:
     """The 20-byte account address of an ed25519 public key (DESIGN.md)."""
-    return hashlib.sha256(public_key).digest()[:20]
+    address = _ADDRESSES.get(public_key)
+    if address is None:
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        address = _ADDRESSES[public_key] = hashlib.sha256(public_key).digest()[:20]
+    return address
 
 
 @dataclass(frozen=True, slots=True)
