@@ -134,6 +134,11 @@ class ConsensusTimeouts:
     timeout_precommit_ms: int = 500
     timeout_precommit_delta_ms: int = 250
     timeout_commit_ms: int = 100
+    # Start the next height at once (no commit pause) when the commit certificate holds every
+    # validator's precommit (nobody is left to wait for) and the mempool has txs (work waits).
+    # An idle chain still pauses timeout_commit_ms between blocks. Like CometBFT's
+    # skip_timeout_commit, limited to when there is something to commit.
+    skip_timeout_commit: bool = True
 
     def consensus_config(self) -> ConsensusConfig:
         """The core's config (everything but the commit pause, which the engine applies)."""
@@ -202,6 +207,13 @@ def _int(table: dict[str, Any], key: str, path: str, default: int, minimum: int)
     return value
 
 
+def _bool(table: dict[str, Any], key: str, path: str, default: bool) -> bool:
+    value = table.pop(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}.{key}: must be true or false, got {value!r}".lstrip("."))
+    return value
+
+
 def _str(table: dict[str, Any], key: str, path: str, default: str) -> str:
     value = table.pop(key, default)
     if not isinstance(value, str):
@@ -237,10 +249,12 @@ def _parse_peer(value: object, index: int) -> PeerConfig:
 
 def _parse_consensus(table: dict[str, Any]) -> ConsensusTimeouts:
     d = ConsensusTimeouts()
-    values = {
+    values: dict[str, Any] = {
         f.name: _int(table, f.name, "consensus", getattr(d, f.name), 0 if "delta" in f.name else 1)
         for f in fields(ConsensusTimeouts)
+        if f.name != "skip_timeout_commit"
     }
+    values["skip_timeout_commit"] = _bool(table, "skip_timeout_commit", "consensus", d.skip_timeout_commit)
     _no_extra(table, "consensus")
     return ConsensusTimeouts(**values)
 

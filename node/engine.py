@@ -313,8 +313,17 @@ class Engine:
         if self.sync_buffer.get(height + 1) is not None or self._best_peer_height() > height:
             self.enqueue(StartHeight(height + 1))  # catching up: no commit pause, then the next block
             self._feed_synced(height + 1)
+        elif self._skip_commit_pause(decide):
+            self.enqueue(StartHeight(height + 1))
         else:
             self._schedule(self.config.consensus.timeout_commit_ms, StartHeight(height + 1))
+
+    def _skip_commit_pause(self, decide: Decide) -> bool:
+        """ConsensusTimeouts.skip_timeout_commit: every validator precommitted and txs are waiting."""
+        if not self.config.consensus.skip_timeout_commit or len(self.mempool) == 0:
+            return False
+        signers = {sig.validator for sig in decide.certificate.signatures}
+        return len(signers) == len(self.vset.validators)
 
     def _update_mempool(self, committed: block_pb2.CommittedBlock) -> None:
         """Evict the committed txs and recheck the rest: everything when the pool is small (a

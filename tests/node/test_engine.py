@@ -204,3 +204,40 @@ def test_post_commit_recheck_is_incremental_on_a_large_pool(
     finally:
         engine.verifier.close()
         engine.store.close()
+
+
+def test_commit_pause_is_skipped_only_while_txs_wait(tmp_path: Path) -> None:
+    """ConsensusTimeouts.skip_timeout_commit: with every precommit in (one validator) and txs in the
+    mempool, the next height starts at once; an idle chain keeps the timeout_commit pause."""
+    from node.config import BlockLimits
+
+    pause_s = 3.0
+    config = dataclasses.replace(
+        CONFIG,
+        consensus=dataclasses.replace(FAST, timeout_commit_ms=int(pause_s * 1000)),
+        block=BlockLimits(max_txs=1),  # one tx per block: five txs need five heights
+    )
+
+    async def scenario() -> None:
+        chain = chain_config(1)
+        home = NodeHome(tmp_path)
+        home.ensure_dirs()
+        engine = Engine(chain, config, home, VALIDATORS[0])
+        await engine.start()
+        try:
+            await wait_until(lambda: engine.height() >= 1)
+            signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
+            txs = [signer.sign(order("sell", 600_000 + k, 20)) for k in range(5)]
+            assert all(a.accepted for a in await engine.submit_txs(txs))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await wait_until(lambda: len(engine.mempool) == 0, timeout=4 * pause_s)
+            # 5 heights back to back; with the pause between them this would take >= 4 x 3 s
+            assert loop.time() - started < 2 * pause_s
+            idle_height = engine.height()
+            await asyncio.sleep(pause_s / 2)
+            assert engine.height() <= idle_height + 1  # idle again: the pause is back
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
