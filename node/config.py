@@ -135,10 +135,12 @@ class ConsensusTimeouts:
     timeout_precommit_delta_ms: int = 250
     timeout_commit_ms: int = 100
     # Start the next height at once (no commit pause) when the commit certificate holds every
-    # validator's precommit (nobody is left to wait for) and the mempool has txs (work waits).
-    # An idle chain still pauses timeout_commit_ms between blocks. Like CometBFT's
-    # skip_timeout_commit, limited to when there is something to commit.
+    # validator's precommit (nobody is left to wait for) and at least skip_timeout_commit_min_txs
+    # txs wait in the mempool (a backlog, not a trickle). A lightly loaded or idle chain still
+    # pauses timeout_commit_ms between blocks. Like CometBFT's skip_timeout_commit, limited to
+    # when there is a backlog to commit.
     skip_timeout_commit: bool = True
+    skip_timeout_commit_min_txs: int = 100
 
     def consensus_config(self) -> ConsensusConfig:
         """The core's config (everything but the commit pause, which the engine applies)."""

@@ -319,8 +319,10 @@ class Engine:
             self._schedule(self.config.consensus.timeout_commit_ms, StartHeight(height + 1))
 
     def _skip_commit_pause(self, decide: Decide) -> bool:
-        """ConsensusTimeouts.skip_timeout_commit: every validator precommitted and txs are waiting."""
-        if not self.config.consensus.skip_timeout_commit or len(self.mempool) == 0:
+        """ConsensusTimeouts.skip_timeout_commit: every validator precommitted and a backlog waits."""
+        timeouts = self.config.consensus
+        backlog = max(1, timeouts.skip_timeout_commit_min_txs)
+        if not timeouts.skip_timeout_commit or len(self.mempool) < backlog:
             return False
         signers = {sig.validator for sig in decide.certificate.signatures}
         return len(signers) == len(self.vset.validators)

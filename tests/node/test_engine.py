@@ -214,8 +214,10 @@ def test_commit_pause_is_skipped_only_while_txs_wait(tmp_path: Path) -> None:
     pause_s = 3.0
     config = dataclasses.replace(
         CONFIG,
-        consensus=dataclasses.replace(FAST, timeout_commit_ms=int(pause_s * 1000)),
-        block=BlockLimits(max_txs=1),  # one tx per block: five txs need five heights
+        consensus=dataclasses.replace(
+            FAST, timeout_commit_ms=int(pause_s * 1000), skip_timeout_commit_min_txs=2
+        ),
+        block=BlockLimits(max_txs=1),  # one tx per block: ten txs need ten heights
     )
 
     async def scenario() -> None:
@@ -227,16 +229,22 @@ def test_commit_pause_is_skipped_only_while_txs_wait(tmp_path: Path) -> None:
         try:
             await wait_until(lambda: engine.height() >= 1)
             signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
-            txs = [signer.sign(order("sell", 600_000 + k, 20)) for k in range(5)]
+            txs = [signer.sign(order("sell", 600_000 + k, 20)) for k in range(10)]
             assert all(a.accepted for a in await engine.submit_txs(txs))
             loop = asyncio.get_running_loop()
             started = loop.time()
             await wait_until(lambda: len(engine.mempool) == 0, timeout=4 * pause_s)
-            # 5 heights back to back; with the pause between them this would take >= 4 x 3 s
-            assert loop.time() - started < 2 * pause_s
+            # at most two pauses (the one in progress, and before the last tx, when fewer than
+            # skip_timeout_commit_min_txs wait); with every pause it would take >= 9 x 3 s
+            assert loop.time() - started < 3 * pause_s
             idle_height = engine.height()
             await asyncio.sleep(pause_s / 2)
             assert engine.height() <= idle_height + 1  # idle again: the pause is back
+            # one tx is below skip_timeout_commit_min_txs: it waits out the pause like a trickle
+            height = engine.height()
+            assert all(a.accepted for a in await engine.submit_txs([signer.sign(order("sell", 600_100, 20))]))
+            await wait_until(lambda: len(engine.mempool) == 0, timeout=4 * pause_s)
+            assert engine.height() <= height + 2
         finally:
             await engine.stop()
 
