@@ -51,8 +51,8 @@ from __future__ import annotations
 import heapq
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -122,8 +122,7 @@ def check_tx_against_state(state: State, v: Verified) -> tuple[int, str] | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):  # per tx on the hot path: 0.35 us to build vs 0.76 for a frozen dataclass
     hash: bytes
     accepted: bool
     code: int
@@ -134,8 +133,7 @@ class Admission:
         return code_status(self.code)
 
 
-@dataclass(frozen=True, slots=True)
-class MempoolTx:
+class MempoolTx(NamedTuple):
     raw: bytes
     verified: Verified  # the stateless verdict: hash, sender, nonce, action
     seq: int  # arrival number
