@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from consensus import SignState, Step
+from node.durable import fsync_dir
 
 __all__ = ["SignStateError", "SignStateFile"]
 
@@ -30,14 +31,6 @@ _STEPS = tuple(int(s) for s in Step)
 
 class SignStateError(ValueError):
     """The signing-state file is unreadable or invalid."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _uint(doc: dict[str, object], key: str, path: Path) -> int:
@@ -119,4 +112,4 @@ class SignStateFile:
         finally:
             os.close(fd)
         os.replace(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)

@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from node.durable import fsync_dir
+
 __all__ = [
     "KIND_END_HEIGHT",
     "KIND_INPUT",
@@ -174,14 +176,6 @@ def _scan(data: bytes, name: str, last_segment: bool) -> tuple[list[_Record], in
     return records, None, ""
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _segments(directory: Path) -> list[tuple[int, Path]]:
     found = []
     for entry in directory.iterdir():
@@ -257,7 +251,7 @@ class Wal:
     def _start_segment(cls, directory: Path, height: int) -> Wal:
         handle = open(directory / segment_name(height), "ab")
         os.fsync(handle.fileno())
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return cls(directory, height, handle)
 
     def _file(self) -> BinaryIO:
@@ -294,7 +288,7 @@ class Wal:
                 seg.unlink()
                 removed = True
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def close(self) -> None:
         if self._handle is not None:
