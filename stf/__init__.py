@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 PURE_DIR = Path(__file__).resolve().parent
@@ -36,8 +37,8 @@ def stale_reason(out: Path = FAST_ROOT) -> str:
         copy = out / "stf" / source.name
         if not copy.exists() or copy.read_bytes() != source.read_bytes():
             return f"{copy} is missing or differs from {source}"
-        if not list(copy.parent.glob(source.stem + ".*.so")):
-            return f"no extension module for {source.name} in {copy.parent}"
+        if not any((copy.parent / (source.stem + suffix)).exists() for suffix in EXTENSION_SUFFIXES):
+            return f"no extension module for {source.name} built for this Python in {copy.parent}"
     return ""
 
 
