@@ -14,10 +14,13 @@ duty (chain id, genesis time), i.e. the walk the on-chain oracle median follows,
 orders stay inside every market's price band.
 
 ``run`` is an open loop: every ``batch_ms`` it signs the orders that are due at ``rate``
-per second since the start and submits them as one ``SubmitTxs`` request to the next node
-of ``--nodes`` (round robin; a node that cannot be reached is skipped until the next
-round). If the nodes are slower than the rate, batches grow (up to ``max_batch``) rather
-than the schedule drifting. With ``--record FILE`` every accepted tx's hash and submit
+per second since the start and sends them as one ``SubmitTxs`` request to the next node
+of ``--nodes`` (round robin) without waiting for the answers of earlier requests: up to
+``max_in_flight`` (16) requests are outstanding, and only then does it wait for the oldest.
+A request whose node cannot be reached is sent again to the next node. If the nodes are
+slower than the rate, batches grow (up to ``max_batch``) rather than the schedule drifting.
+(A closed loop -- wait for each answer -- turns a saturated node's latency into bursts of
+``max_batch`` txs and empty blocks between them, which measures the client, not the node.) With ``--record FILE`` every accepted tx's hash and submit
 wall-clock time are appended to FILE (``<hex hash> <unix seconds>`` per line) for latency
 measurements (bench/node.py). A JSON line of counters goes to stdout every
 ``--stats-every`` seconds and at the end.
@@ -33,13 +36,13 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 from genesis.schema import load_genesis
 from node.oracle import RandomWalkSource
-from proto.ita.v1 import node_pb2
 from sdk import tx as sdk_tx
-from sdk.client import NodeClient, NodeError
+from sdk.client import NodeClient, NodeError, PendingSubmit
 from sdk.keys import Key, devnet_account_key
 from stf.config import ChainConfig, MarketSpec
 from stf.signing import tx_hash
@@ -159,20 +162,22 @@ class _Nodes:
         self.clients = [NodeClient(a, timeout=timeout) for a in addresses]
         self._next = 0
 
-    def submit(self, txs: list[bytes]) -> list[node_pb2.SubmitTxResponse]:
-        last: NodeError | None = None
-        for _ in range(len(self.clients)):
-            client = self.clients[self._next]
-            self._next = (self._next + 1) % len(self.clients)
-            try:
-                return client.submit_many(txs)
-            except NodeError as exc:
-                last = exc
-        raise last if last is not None else NodeError("no nodes")
+    def next_client(self) -> NodeClient:
+        client = self.clients[self._next]
+        self._next = (self._next + 1) % len(self.clients)
+        return client
 
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+
+@dataclass(slots=True)
+class _InFlight:
+    pending: PendingSubmit
+    txs: list[bytes]
+    submitted_at: float
+    attempts: int  # nodes tried so far (a batch whose node is unreachable moves to the next one)
 
 
 def _wait_for_any(pool: _Nodes, stop: dict[str, bool], limit: float) -> None:
@@ -202,6 +207,7 @@ def run(
     timeout: float = 10.0,
     wait_for_nodes: float = 60.0,
     presigned: Sequence[bytes] | None = None,
+    max_in_flight: int = 16,
 ) -> Counter[str]:
     """Submit ``rate`` txs/s until ``duration`` seconds passed (0: until SIGINT/SIGTERM), or until
     the ``presigned`` txs (signed before the clock starts, to keep signing off the hot path) ran out."""
@@ -215,6 +221,34 @@ def run(
     counts: Counter[str] = Counter()
     pool = _Nodes(nodes, timeout)
     _wait_for_any(pool, stop, wait_for_nodes)
+    in_flight: deque[_InFlight] = deque()
+
+    def send(txs: list[bytes], submitted_at: float, attempts: int) -> None:
+        pending = pool.next_client().submit_many_async(txs)
+        in_flight.append(_InFlight(pending, txs, submitted_at, attempts))
+
+    def settle(block: bool) -> None:
+        """Count the answers of finished requests, oldest first (``block``: wait for the oldest)."""
+        while in_flight and (block or in_flight[0].pending.done()):
+            block = False
+            item = in_flight.popleft()
+            try:
+                answers = item.pending.result()
+            except NodeError as exc:
+                if item.attempts < len(pool.clients):
+                    send(item.txs, item.submitted_at, item.attempts + 1)
+                    continue
+                counts["unreachable"] += len(item.txs)
+                counts["errors"] += 1
+                if counts["errors"] <= 3 or counts["errors"] % 50 == 0:
+                    print(json.dumps({"error": str(exc)}), file=sys.stderr, flush=True)
+                time.sleep(0.5)
+                continue
+            for raw, answer in zip(item.txs, answers, strict=True):
+                counts[answer.status or "unknown"] += 1
+                if record is not None and answer.accepted:
+                    record.write(f"{tx_hash(raw).hex()} {item.submitted_at:.6f}\n")
+
     started = time.monotonic()
     last_stats = started
     period = batch_ms / 1000
@@ -222,11 +256,12 @@ def run(
     sent = 0
     try:
         while not stop["flag"]:
+            settle(block=len(in_flight) >= max_in_flight)  # open loop, bounded: wait only when full
             now = time.monotonic()
             if duration and now - started >= duration:
                 break
             if now < next_batch_at:
-                time.sleep(next_batch_at - now)
+                time.sleep(min(next_batch_at - now, 0.005) if in_flight else next_batch_at - now)
                 continue
             due = min(int((now - started) * rate) - sent, max_batch)
             if due <= 0:
@@ -239,26 +274,15 @@ def run(
                     break
             else:
                 txs = [factory.next_tx() for _ in range(due)]
-            submitted_at = time.time()
-            try:
-                answers = pool.submit(txs)
-            except NodeError as exc:
-                counts["unreachable"] += len(txs)
-                counts["errors"] += 1
-                if counts["errors"] <= 3 or counts["errors"] % 50 == 0:
-                    print(json.dumps({"error": str(exc)}), file=sys.stderr, flush=True)
-                time.sleep(0.5)
-            else:
-                for raw, answer in zip(txs, answers, strict=True):
-                    counts[answer.status or "unknown"] += 1
-                    if record is not None and answer.accepted:
-                        record.write(f"{tx_hash(raw).hex()} {submitted_at:.6f}\n")
+            send(txs, time.time(), 1)
             sent += len(txs)
             counts["sent"] += len(txs)
             if time.monotonic() - last_stats >= stats_every:
                 last_stats = time.monotonic()
                 out.write(json.dumps({"elapsed_s": round(last_stats - started, 1), **counts}) + "\n")
                 out.flush()
+        while in_flight:
+            settle(block=True)
     finally:
         pool.close()
         if record is not None:

@@ -83,6 +83,24 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+class PendingSubmit:
+    """A ``SubmitTxs`` call in flight (NodeClient.submit_many_async)."""
+
+    def __init__(self, client: NodeClient, future: Any) -> None:
+        self.client = client
+        self._future = future
+
+    def done(self) -> bool:
+        return bool(self._future.done())
+
+    def result(self) -> list[node_pb2.SubmitTxResponse]:
+        try:
+            answer = self._future.result()
+        except grpc.RpcError as exc:
+            raise self.client._error(exc, "SubmitTxs") from None
+        return list(answer.responses)
+
+
 class NodeClient:
     """Blocking client of one node's ``Node`` gRPC service. Use as a context manager or ``close()``."""
 
@@ -160,6 +178,12 @@ class NodeClient:
     def submit(self, tx: bytes) -> node_pb2.SubmitTxResponse:
         """Submit one serialized SignedTx; the answer says accepted or why not."""
         return self._call(self._submit, node_pb2.SubmitTxRequest(tx=tx), "SubmitTx")
+
+    def submit_many_async(self, txs: Sequence[bytes]) -> PendingSubmit:
+        """Send a batch without waiting for the answer (open-loop load): ``.result()`` blocks for
+        the per-tx responses or raises NodeError like ``submit_many``."""
+        future = self._submit_many.future(node_pb2.SubmitTxsRequest(txs=list(txs)), timeout=self.timeout)
+        return PendingSubmit(self, future)
 
     def submit_many(self, txs: Sequence[bytes]) -> list[node_pb2.SubmitTxResponse]:
         """Submit a batch (one request); one response per tx, in order."""
