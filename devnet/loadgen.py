@@ -20,7 +20,8 @@ of ``--nodes`` (round robin) without waiting for the answers of earlier requests
 A request whose node cannot be reached is sent again to the next node. If the nodes are
 slower than the rate, batches grow (up to ``max_batch``) rather than the schedule drifting.
 (A closed loop -- wait for each answer -- turns a saturated node's latency into bursts of
-``max_batch`` txs and empty blocks between them, which measures the client, not the node.) With ``--record FILE`` every accepted tx's hash and submit
+``max_batch`` txs and empty blocks between them, which measures the client, not the node.)
+With ``--record FILE`` every accepted tx's hash and submit
 wall-clock time are appended to FILE (``<hex hash> <unix seconds>`` per line) for latency
 measurements (bench/node.py). A JSON line of counters goes to stdout every
 ``--stats-every`` seconds and at the end.
