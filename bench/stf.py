@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -68,23 +67,13 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 
-def _load_build_fast() -> Any:
-    spec = importlib.util.spec_from_file_location("build_fast", os.path.join(_HERE, "build_fast.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# stf/__init__.py picks the build at first import: pure here unless ITA_FAST=1 asks for the compiled one.
+# stf/__init__.py picks the build at first import: pure here unless ITA_FAST=1 asks for the compiled one
+# (importing stf then fails with the reason if build/fast is missing or stale: run `make fast`).
 os.environ["ITA_STF"] = "compiled" if os.environ.get("ITA_FAST") == "1" else "pure"
-build_fast = _load_build_fast()
-if os.environ["ITA_STF"] == "compiled" and not build_fast.is_fresh():
-    raise SystemExit("ITA_FAST=1 but build/fast is missing or older than stf/: run `make fast`")
-
 import orderly_chaos  # noqa: E402
 from orderly_chaos import LimitOrderBook, Side, Trade  # noqa: E402
 
+import stf  # noqa: E402
 import stf.block  # noqa: E402  (which build: an extension module when compiled)
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from sdk import tx as sdk_tx  # noqa: E402
@@ -435,7 +424,7 @@ def bench_apply(n_ops: int, block_size: int, n_accounts: int, runs: int, seed: i
     ops_per_s = n_ops / min(ita_times)
     peer_ops_per_s = n_ops / min(peer_times)
     compiled = None
-    if BUILD == "pure" and build_fast.is_fresh():
+    if BUILD == "pure" and not stf.stale_reason():
         compiled = bench_compiled(blocks, n_accounts, runs, state, ita_fills, min(ita_times))
         compiled["ratio"] = round(compiled.pop("ops_per_s_exact") / peer_ops_per_s, 4)
         compiled["cpu_ratio"] = round(min(peer_cpu) / compiled.pop("best_cpu_s"), 4)
@@ -555,7 +544,7 @@ def bench_memory(n_orders: int, seed: int) -> dict[str, Any]:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     record: dict[str, Any] = json.loads(lines[-1])
     record["compiled"] = None
-    if BUILD == "pure" and build_fast.is_fresh():
+    if BUILD == "pure" and not stf.stale_reason():
         log(f"building {n_orders} resting orders with the compiled build")
         child = run_child("--memory-child", ["--orders", str(n_orders), "--seed", str(seed)])
         keep = ("build", "rss_mib", "bytes_per_order", "peak_rss_mib", "build_s")

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-from build_fast import is_fresh  # noqa: E402
+from stf import stale_reason
 
-sys.path.remove(str(ROOT / "bench"))
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
-    pytest.mark.skipif(not is_fresh(), reason="no fresh mypyc build of stf/ in build/fast: run `make fast`"),
+    pytest.mark.skipif(bool(stale_reason()), reason="no fresh mypyc build in build/fast: run `make fast`"),
     pytest.mark.skipif(os.environ.get("ITA_COMPILED_RUN") == "1", reason="already inside the compiled run"),
 ]
 

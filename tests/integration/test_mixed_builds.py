@@ -9,22 +9,16 @@ have the same block id and app hash on all four.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from stf import stale_reason
 from tests.integration.conftest import NetFactory
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-from build_fast import is_fresh  # noqa: E402
-
-sys.path.remove(str(ROOT / "bench"))
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not is_fresh(), reason="no fresh mypyc build of stf/ in build/fast: run `make fast`"),
+    pytest.mark.skipif(bool(stale_reason()), reason="no fresh mypyc build in build/fast: run `make fast`"),
 ]
 
 BUILDS = {0: "compiled", 1: "compiled", 2: "pure", 3: "pure"}
