@@ -52,6 +52,7 @@ if _ROOT not in sys.path:
 
 from devnet.network import Network, Plan, create_homes, plan_network  # noqa: E402
 from node.config import BlockLimits, ConsensusTimeouts, MempoolConfig, NodeConfig  # noqa: E402
+from node.heap import HeapSettings  # noqa: E402
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from sdk import tx as sdk_tx  # noqa: E402
 from sdk.client import NodeClient, NodeError  # noqa: E402
@@ -94,7 +95,7 @@ def verify_rate_per_core(n: int = 4000, runs: int = 3) -> float:
 # ---------------------------------------------------------------------------- one network
 
 
-def bench_template(validators: int) -> NodeConfig:
+def bench_template(validators: int, gc_freeze: bool = True) -> NodeConfig:
     return NodeConfig(
         consensus=ConsensusTimeouts(timeout_commit_ms=100),
         mempool=MempoolConfig(
@@ -104,6 +105,7 @@ def bench_template(validators: int) -> NodeConfig:
         snapshot_interval=1_000,
         oracle_interval_ms=1_000,
         log_level="warning",
+        gc=HeapSettings(freeze_after_block=gc_freeze),
     )
 
 
@@ -253,6 +255,7 @@ def run_step(
         "admissions": admissions,
         "clients": args.clients,
         "window_s": args.measure,
+        "gc_freeze": not args.no_gc_freeze,
     }
 
 
@@ -264,7 +267,8 @@ def run_network(validators: int, args: argparse.Namespace, verify_rate: float) -
 
     def step(rate: float) -> dict[str, Any] | None:
         workdir = base / f"step-{len(steps)}"
-        plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=bench_template(validators))
+        template = bench_template(validators, gc_freeze=not args.no_gc_freeze)
+        plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=template)
         create_homes(plan)
         net = Network(plan)
         try:
@@ -339,6 +343,9 @@ def main() -> None:
     parser.add_argument("--batch-ms", type=int, default=50)
     parser.add_argument("--p99-limit-ms", type=float, default=500.0)
     parser.add_argument("--keep", action="store_true", help="keep the network directories (logs)")
+    parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="nodes run with [gc] freeze_after_block = false (A/B)"
+    )
     args = parser.parse_args()
     progress("measuring ed25519 verification per core ...")
     verify_rate = verify_rate_per_core()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus import ConsensusConfig
+from node.heap import HeapSettings
 from stf.block import MAX_TX_BYTES
 from stf.config import ChainConfig
 
@@ -185,6 +186,7 @@ class NodeConfig:
     consensus: ConsensusTimeouts = field(default_factory=ConsensusTimeouts)
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     block: BlockLimits = field(default_factory=BlockLimits)
+    gc: HeapSettings = field(default_factory=HeapSettings)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -278,6 +280,18 @@ def _parse_mempool(table: dict[str, Any]) -> MempoolConfig:
     return config
 
 
+def _parse_gc(table: dict[str, Any]) -> HeapSettings:
+    d = HeapSettings()
+    values: dict[str, Any] = {
+        f.name: _int(table, f.name, "gc", getattr(d, f.name), 700 if f.name == "young_threshold" else 0)
+        for f in fields(HeapSettings)
+        if f.name != "freeze_after_block"
+    }
+    values["freeze_after_block"] = _bool(table, "freeze_after_block", "gc", d.freeze_after_block)
+    _no_extra(table, "gc")
+    return HeapSettings(**values)
+
+
 def _parse_block(table: dict[str, Any]) -> BlockLimits:
     d = BlockLimits()
     values = {f.name: _int(table, f.name, "block", getattr(d, f.name), 1) for f in fields(BlockLimits)}
@@ -322,6 +336,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     consensus = _parse_consensus(_table(top, "consensus"))
     mempool = _parse_mempool(_table(top, "mempool"))
     block = _parse_block(_table(top, "block"))
+    gc_settings = _parse_gc(_table(top, "gc"))
     _no_extra(top, "")
     return NodeConfig(
         moniker=moniker,
@@ -335,6 +350,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
         consensus=consensus,
         mempool=mempool,
         block=block,
+        gc=gc_settings,
     )
 
 
@@ -406,7 +422,12 @@ def config_to_toml(config: NodeConfig) -> str:
         "[metrics]",
         f"listen = {_value(config.metrics_listen)}  # empty: disabled",
     ]
-    sections = (("consensus", config.consensus), ("mempool", config.mempool), ("block", config.block))
+    sections = (
+        ("consensus", config.consensus),
+        ("mempool", config.mempool),
+        ("block", config.block),
+        ("gc", config.gc),
+    )
     for title, section in sections:
         lines += ["", f"[{title}]"]
         lines += [f"{f.name} = {_value(getattr(section, f.name))}" for f in fields(section)]

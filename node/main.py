@@ -21,6 +21,7 @@ import stf
 from genesis.schema import load_genesis
 from node.config import NodeConfig, NodeHome, check_against_chain, load_config
 from node.engine import Engine, wall_clock_ms
+from node.heap import HeapPolicy
 from node.observability import MetricsServer, NodeMetrics, Tracing, setup_logging, setup_tracing
 from node.oracle import RandomWalkSource, run_oracle_duty
 from node.peers import PeerNetwork
@@ -42,6 +43,16 @@ class NaclHelloSigner:
 
     def sign(self, message: bytes) -> bytes:
         return bytes(self._key.sign(message).signature)
+
+
+def connect_heap_policy(engine: Engine, policy: HeapPolicy) -> None:
+    """Collect and freeze after each committed block (node/heap.py)."""
+
+    def observe(event: str, fields: dict[str, object]) -> None:
+        if event == "commit":
+            policy.after_block()
+
+    engine.observers.append(observe)
 
 
 def connect_metrics(engine: Engine, metrics: NodeMetrics) -> None:
@@ -96,6 +107,9 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
     engine = Engine(chain, config, node_home, key)
     engine.tracing = tracing
     connect_metrics(engine, metrics)
+    heap = HeapPolicy(config.gc, metrics.heap)
+    heap.install()
+    connect_heap_policy(engine, heap)
     validators = [v.public_key for v in chain.validators]
     if key is None:
         raise SystemExit(
@@ -155,6 +169,7 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
     if metrics_server is not None:
         await metrics_server.stop()
     await engine.stop()
+    heap.uninstall()
     tracing.shutdown()
 
 

@@ -48,6 +48,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from node.heap import HeapMetrics
+
 __all__ = [
     "SPAN_BLOCK_APPLY",
     "SPAN_BLOCK_COMMIT",
@@ -129,6 +131,8 @@ class NodeMetrics:
         # client API
         self.stream_blocks_subscribers = Gauge("ita_stream_blocks_subscribers",
                                                "Open Node.StreamBlocks calls.", registry=r)
+        # process
+        self.heap = HeapMetrics(r)
 
     def set_info(self, chain_id: str, moniker: str, stf_build: str) -> None:
         self.info.labels(chain_id=chain_id, moniker=moniker, stf_build=stf_build).set(1)

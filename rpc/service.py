@@ -40,6 +40,7 @@ from aiohttp import web
 
 import stf
 from genesis.schema import GenesisError, load_genesis
+from node.heap import HeapMetrics, HeapPolicy, HeapSettings
 from rpc.history import History, HistoryError
 from rpc.http import make_app
 from rpc.metrics import IndexerMetrics
@@ -82,8 +83,10 @@ class Indexer:
         history: History,
         settings: IndexerSettings | None = None,
         metrics: IndexerMetrics | None = None,
+        heap: HeapPolicy | None = None,
     ) -> None:
         self.config = config
+        self.heap = heap  # the process's GC policy (node/heap.py), called after each block
         self.source = source
         self.history = history
         self.settings = settings or IndexerSettings()
@@ -199,6 +202,8 @@ class Indexer:
             node_height = self.source.status.node_height
             if node_height is None or node_height <= height:
                 self.caught_up.set()
+            if self.heap is not None:
+                self.heap.after_block()
             await asyncio.sleep(0)  # let HTTP/WS requests in between blocks while catching up
 
     async def _halt(self, exc: IndexerFatal) -> None:
@@ -354,7 +359,10 @@ async def run_indexer(
     host, port = split_listen(listen)
     history = History(home / DATA_DIR, config)
     source = GrpcBlockSource(node_addr)
-    service = IndexerService(Indexer(config, source, history, settings))
+    metrics = IndexerMetrics()
+    heap = HeapPolicy(HeapSettings(), HeapMetrics(metrics.registry))
+    heap.install()
+    service = IndexerService(Indexer(config, source, history, settings, metrics, heap))
     await service.start(host, port)
     log.info(
         "indexer for %s following %s, serving on %s (STF build: %s)",
@@ -369,6 +377,7 @@ async def run_indexer(
         await service.wait()
     finally:
         await service.stop()
+        heap.uninstall()
 
 
 class JsonFormatter(logging.Formatter):
