@@ -73,7 +73,8 @@ Input = StartHeight | ProposalMessage | SignedVote | Timeout | ProposalBlock | B
 
 @dataclass(frozen=True, slots=True)
 class WalAppend:
-    """Persist `input` to the write-ahead log before acting on any later output of this step."""
+    """Append `input` to the write-ahead log before acting on any later output; the log must be
+    durable (fsync) before a later output visible outside the process (Broadcast, Decide)."""
 
     input: Input
 

@@ -5,10 +5,14 @@ Theory of operation (DESIGN.md principles 6-8)
   goes through one asyncio queue and is handled by one task, `_run`, which calls
   `core.step` and carries out the outputs in order. Height/round guards in the core make
   stale inputs harmless, so producers never coordinate.
-- Write ahead: each `WalAppend` is appended to the WAL and fsynced before any later output
-  of the same step is acted on (broadcast, timers, proposals, commits). Our own signatures
-  are made by `consensus.GuardedSigner`, which persists the signing state (fsync + atomic
-  rename) before a signature leaves the signer.
+- Write ahead: each `WalAppend` is appended to the WAL, and the WAL is fsynced before the
+  first later output that is visible outside the process (a broadcast or a commit) is acted
+  on, so nothing we said or committed can depend on an input a crash could lose. Inputs
+  that led to nothing visible (most peer votes, timers) stay buffered until the next visible
+  output syncs them: losing them in a crash only means hearing them again from the peers
+  (CometBFT likewise syncs only before its own messages). Our own signatures are made by
+  `consensus.GuardedSigner`, which persists the signing state (fsync + atomic rename) before
+  a signature leaves the signer.
 - Decide(h): finalize through the STF, persist block + certificate + results + app hash
   (one atomic store write), then seal WAL height h, evict committed txs from the mempool,
   wake StreamBlocks waiters, announce our height and start h+1 after `timeout_commit`.
@@ -84,6 +88,8 @@ STATUS_EVERY_S = 1.0
 TX_GOSSIP_EVERY_S = 0.01
 STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the current height
 STALL_RESEND_MAX = 64
+# Outputs seen outside the process or committing a block: the WAL is synced before them.
+VISIBLE_OUTPUTS = (Broadcast, Decide)
 INCREMENTAL_RECHECK_MIN = 1_000  # pending txs beyond the block's below which a full recheck is cheaper
 
 
@@ -137,6 +143,8 @@ class Engine:
         )
         self.queue: asyncio.Queue[Input] = asyncio.Queue()
         self.wal: Wal | None = None
+        self.wal_unsynced = False  # inputs appended since the last fsync
+        self.wal_syncs = 0
         self.height_changed = asyncio.Condition()
         self.own_messages: list[bytes] = []  # what we broadcast at the current height (re-sent on a stall)
         self.sync_buffer: dict[int, tuple[bytes, CommitCertificate]] = {}
@@ -225,22 +233,24 @@ class Engine:
         self._carry_out(self.core.step(inp))
 
     def _carry_out(self, outputs: list[Output]) -> None:
-        unsynced = False
         for out in outputs:
             if isinstance(out, WalAppend):
                 assert self.wal is not None
                 crash_point("before_wal_write", self.core.height)
                 self.wal.append(encode_input(out.input))
-                unsynced = True
+                self.wal_unsynced = True
                 continue
-            if unsynced:
-                assert self.wal is not None
-                self.wal.flush_and_sync()
-                crash_point("after_wal_write", self.core.height)
-                unsynced = False
+            if self.wal_unsynced and isinstance(out, VISIBLE_OUTPUTS):
+                self.sync_wal()
             self._act(out)
-        if unsynced and self.wal is not None:
-            self.wal.flush_and_sync()
+
+    def sync_wal(self) -> None:
+        """Make every appended WAL input durable (before a visible output; see the module doc)."""
+        assert self.wal is not None
+        self.wal.flush_and_sync()
+        self.wal_unsynced = False
+        self.wal_syncs += 1
+        crash_point("after_wal_write", self.core.height)
 
     def _act(self, out: Output) -> None:
         if isinstance(out, Broadcast):
@@ -304,7 +314,8 @@ class Engine:
                 },
             )
         assert self.wal is not None
-        self.wal.end_height(height)
+        self.wal.end_height(height)  # syncs whatever was still buffered, then seals the height
+        self.wal_unsynced = False
         self.last_commit_at = time.monotonic()
         self.own_messages = []
         self.sync_buffer.pop(height, None)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from consensus import Broadcast, ScheduleTimeout, SignedVote, Step, Timeout, Vote, VoteType, WalAppend
 from node import engine as engine_module
 from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
@@ -247,5 +248,48 @@ def test_commit_pause_is_skipped_only_while_txs_wait(tmp_path: Path) -> None:
             assert engine.height() <= height + 2
         finally:
             await engine.stop()
+
+    asyncio.run(scenario())
+
+
+class RecordingWal:
+    """Stands in for node.wal.Wal: records appends and syncs in order."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def append(self, payload: bytes) -> None:
+        self.log.append("append")
+
+    def flush_and_sync(self) -> None:
+        self.log.append("sync")
+
+
+class RecordingNetwork(engine_module.NullNetwork):
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def broadcast_consensus(self, payload: bytes) -> None:
+        self.log.append("broadcast")
+
+
+def test_wal_is_synced_before_visible_outputs_only(tmp_path: Path) -> None:
+    # Inputs that lead to nothing visible stay buffered; the next broadcast (or commit) syncs
+    # them all first, so nothing seen outside the process depends on an input a crash can lose.
+    async def scenario() -> None:
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
+        log: list[str] = []
+        engine.wal = RecordingWal(log)  # type: ignore[assignment]
+        engine.attach_network(RecordingNetwork(log))
+        timer = ScheduleTimeout(1, 0, Step.PREVOTE, 60_000)
+        engine._carry_out([WalAppend(Timeout(1, 0, Step.PROPOSE)), timer])
+        engine._carry_out([WalAppend(Timeout(1, 0, Step.PREVOTE)), timer])
+        assert log == ["append", "append"] and engine.wal_unsynced
+        vote = SignedVote(Vote(VoteType.PREVOTE, 1, 0, b"", VALIDATORS[0].address), b"\x01" * 64)
+        engine._carry_out([WalAppend(Timeout(1, 0, Step.PRECOMMIT)), Broadcast(vote), Broadcast(vote)])
+        assert log == ["append", "append", "append", "sync", "broadcast", "broadcast"]
+        assert not engine.wal_unsynced and engine.wal_syncs == 1
+        engine.verifier.close()
+        engine.store.close()
 
     asyncio.run(scenario())
