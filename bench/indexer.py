@@ -7,7 +7,8 @@
   replay it through ``stf.block.apply_block`` and describe it as channel updates
   (``rpc.reducer.apply_committed``). Reported in blocks/s and orders/s (order placements,
   batch items included). ``with_history`` adds the LevelDB history writes the service does.
-  ``stf_only`` is ``apply_block`` alone on the same blocks: the ceiling for any replay.
+  ``stf_only`` is ``apply_block`` alone on the same blocks: the ceiling for any replay. Every
+  run uses the indexer's GC policy (node/heap.py: collect + freeze after blocks).
 - ``indexer_fanout``: a simulated node (rpc.simnode, its own process, gRPC) commits blocks
   at 10/s with header time = wall clock; the indexer (this process) follows it over gRPC;
   ``--subscribers`` WebSocket clients (default 1,000, spread over ``--client-procs``
@@ -40,6 +41,7 @@ if _ROOT not in sys.path:
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
+from node.heap import HeapPolicy, HeapSettings  # noqa: E402
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from rpc.history import History  # noqa: E402
 from rpc.reducer import IndexerState, apply_committed  # noqa: E402
@@ -97,13 +99,17 @@ def bench_replay(blocks: int, warmup: int, max_txs: int, runs: int) -> None:
         directory = tempfile.mkdtemp(prefix="ita-bench-indexer-")
         history = History(Path(directory), chain.config) if with_history else None
         gc.collect()
+        heap = HeapPolicy(HeapSettings())  # what `ita indexer` runs with (node/heap.py)
+        heap.install()
         t0 = time.perf_counter()
         state = IndexerState(decode_snapshot(chain.config, snapshot))
         for committed in stored:
             updates = apply_committed(state, committed)
             if history is not None:
                 history.record([(state.height, updates)])
+            heap.after_block()
         elapsed = time.perf_counter() - t0
+        heap.uninstall()
         assert state.stf.app_hash == chain.state.app_hash
         if history is not None:
             history.close()
@@ -111,6 +117,8 @@ def bench_replay(blocks: int, warmup: int, max_txs: int, runs: int) -> None:
 
     def stf_run() -> float:
         gc.collect()
+        heap = HeapPolicy(HeapSettings())
+        heap.install()
         t0 = time.perf_counter()
         state = decode_snapshot(chain.config, snapshot)
         for committed in stored:
@@ -121,7 +129,10 @@ def bench_replay(blocks: int, warmup: int, max_txs: int, runs: int) -> None:
                 list(committed.block.txs),
                 skip_signature_check,
             )
-        return time.perf_counter() - t0
+            heap.after_block()
+        elapsed = time.perf_counter() - t0
+        heap.uninstall()
+        return elapsed
 
     results = {
         "reducer": min(reducer_run(False) for _ in range(runs)),

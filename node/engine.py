@@ -75,10 +75,9 @@ from node.observability import Tracing
 from node.signstate import SignStateFile
 from node.verify import VerifierPool, VerifierUnavailable
 from node.wal import Wal
-from proto.ita.v1 import block_pb2, node_pb2, tx_pb2
+from proto.ita.v1 import block_pb2, node_pb2
 from sdk.keys import Key
 from stf.config import ChainConfig
-from stf.signing import signing_message
 
 log = logging.getLogger("ita.engine")
 
@@ -460,18 +459,10 @@ class Engine:
                     admission = self.mempool.add_verified(txs[i], v)
                     answers[i] = admission
                     if admission.accepted:
-                        self._remember_signature(txs[i], v.signature_key)
+                        self.app.verified.remember(v.hash)
                         if gossip:
                             self.pending_gossip.append(txs[i])
         return [a for a in answers if a is not None]
-
-    def _remember_signature(self, raw: bytes, key: bytes = b"") -> None:
-        if key:  # the worker's digest of the triple it verified: no need to parse the tx again
-            self.app.signatures.remember_key(key)
-            return
-        signed = tx_pb2.SignedTx.FromString(raw)
-        message = signing_message(self.chain_id, signed.body)
-        self.app.signatures.remember(signed.public_key, signed.signature, message)
 
     async def _gossip_loop(self) -> None:
         while True:

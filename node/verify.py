@@ -15,9 +15,8 @@ Theory of operation
   in batches to amortize pickling and IPC; results come back in order.
 - Workers hold no state but the imported modules; a crashed worker surfaces
   as ``VerifierUnavailable`` and the pool must be recreated by the owner.
-- A passing ``Verified`` carries ``signature_key``, the node.app.SignatureCache
-  digest of the (public key, signature, signing message) triple the worker just
-  verified, so the owner can remember the signature without parsing the tx again.
+- A passing ``Verified``'s ``hash`` (the tx hash) is what node.app.VerifiedTxs
+  remembers: the hash fixes the key, signature and signed bytes the worker verified.
   ``Verified`` is a NamedTuple: it pickles as a tuple and unpickles without a Python
   ``__init__`` (0.39 us per tx in the owner's result-handling thread; a frozen
   dataclass with a constructor ``__reduce__`` took 1.47 us).
@@ -26,7 +25,6 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import multiprocessing
 import os
 import threading
@@ -48,18 +46,12 @@ __all__ = [
     "Verified",
     "VerifierPool",
     "VerifierUnavailable",
-    "signature_key",
     "verify_batch",
     "verify_tx",
 ]
 
 
 _T = TypeVar("_T")
-
-
-def signature_key(public_key: bytes, signature: bytes, message: bytes) -> bytes:
-    """The digest node.app.SignatureCache keys a verified (key, signature, message) triple by."""
-    return hashlib.sha256(public_key + signature + message).digest()
 
 
 class VerifierUnavailable(RuntimeError):
@@ -76,7 +68,6 @@ class Verified(NamedTuple):
     sender: bytes = b""  # 20-byte address, when decoded
     nonce: int = 0
     action: str = ""  # TxBody oneof name, e.g. "place_order"
-    signature_key: bytes = b""  # signature_key(...) of the verified triple, when the signature verified
 
     @property
     def ok(self) -> bool:
@@ -109,10 +100,7 @@ def verify_tx(raw: bytes, chain_id: str) -> Verified:
     action = body.WhichOneof("action")
     if action is None:
         return _reject(raw, digest, Code.EMPTY_ACTION, "transaction carries no action")
-    return Verified(
-        digest, len(raw), int(Code.OK), "", address_of(signed.public_key), body.nonce, action,
-        signature_key(signed.public_key, signed.signature, message),
-    )
+    return Verified(digest, len(raw), int(Code.OK), "", address_of(signed.public_key), body.nonce, action)
 
 
 def verify_batch(txs: Sequence[bytes], chain_id: str) -> list[Verified]:

@@ -164,13 +164,19 @@ def apply_block(
     header: BlockHeader,
     txs: Sequence[bytes],
     check_signature: SignatureCheck = verify_signature,
+    verified: Sequence[bool] | None = None,
 ) -> BlockResult:
+    """`verified[i]` (when given) says the caller already verified tx i's signature under exactly
+    this rule (e.g. a node's mempool workers): its check is skipped, which changes nothing else."""
+    if verified is not None and len(verified) != len(txs):
+        raise ValueError(f"{len(verified)} verified flags for {len(txs)} transactions")
     begin_block(state, header)
     results: list[TxResult | None] = [None] * len(txs)
     decoded: list[DecodedTx] = []
     chain_id = state.config.chain_id
     for index, raw in enumerate(txs):
-        item = decode_tx(index, raw, chain_id, check_signature)
+        check = skip_signature_check if verified is not None and verified[index] else check_signature
+        item = decode_tx(index, raw, chain_id, check)
         if isinstance(item, TxResult):
             results[index] = item
         else:

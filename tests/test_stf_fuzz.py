@@ -56,3 +56,27 @@ def test_malformed_chain_id_is_a_result_not_a_crash() -> None:
     result = apply_block(state, BlockHeader(1, state.time_ms + 200), [signed.SerializeToString()])
     assert result.results[0].code == Code.WRONG_CHAIN_ID
     assert CHAIN_ID != ""
+
+
+def test_verified_flags_skip_exactly_the_flagged_signature_checks() -> None:
+    txs = SEEDS[:3]
+    checked: list[bytes] = []
+
+    def recording(public_key: bytes, signature: bytes, message: bytes) -> None:
+        checked.append(signature)
+
+    plain = genesis_state(CONFIG)
+    expected = apply_block(plain, BlockHeader(1, plain.time_ms + 200), txs)
+    state = genesis_state(CONFIG)
+    result = apply_block(state, BlockHeader(1, state.time_ms + 200), txs, recording, [True, False, True])
+    assert len(checked) == 1  # only the unflagged tx was checked
+    assert result.app_hash == expected.app_hash
+    assert [r.to_dict() for r in result.results] == [r.to_dict() for r in expected.results]
+    untouched = genesis_state(CONFIG)
+    try:
+        apply_block(untouched, BlockHeader(1, untouched.time_ms + 200), txs, recording, [True])
+    except ValueError as exc:
+        assert "3 transactions" in str(exc)
+    else:
+        raise AssertionError("a flag list of the wrong length must be refused")
+    assert untouched.height == 0 and untouched.dirty == {}  # refused before anything changed

@@ -3,16 +3,19 @@ from __future__ import annotations
 import asyncio
 import pickle
 from collections.abc import Iterator
+from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
-from node.app import SignatureCache
+from node.app import Application, VerifiedTxs
+from node.blockstore import BlockStore
 from node.verify import Verified, VerifierPool, VerifierUnavailable, verify_batch, verify_tx
 from proto.ita.v1 import tx_pb2
 from stf.block import MAX_TX_BYTES, decode_tx
 from stf.results import Code, TxResult
 from stf.signing import signing_message, tx_hash, verify_signature
-from tests.node.support import CHAIN_ID, account, corrupt_signature, transfer_tx
+from tests.node.support import CHAIN_ID, account, chain, corrupt_signature, proposer, transfer_tx
 
 
 def signed(body: tx_pb2.TxBody, key_index: int = 0) -> bytes:
@@ -56,24 +59,41 @@ def test_a_malformed_chain_id_is_a_rejection_not_a_crash() -> None:
 
 
 def test_verified_pickles() -> None:
-    v = verify_tx(transfer_tx(1, 1), CHAIN_ID)
-    assert v.signature_key
+    raw = transfer_tx(1, 1)
+    v = verify_tx(raw, CHAIN_ID)
+    assert v.ok and v.hash == tx_hash(raw)  # the hash is what node.app.VerifiedTxs remembers
     assert pickle.loads(pickle.dumps(v)) == v
     rejected = verify_tx(corrupt_signature(transfer_tx(1, 2)), CHAIN_ID)
     assert pickle.loads(pickle.dumps(rejected)) == rejected
 
 
-def test_signature_key_is_the_cache_key_of_the_verified_triple() -> None:
-    raw = transfer_tx(3, 7)
-    envelope = tx_pb2.SignedTx.FromString(raw)
-    message = signing_message(CHAIN_ID, envelope.body)
-    expected = SignatureCache.key(envelope.public_key, envelope.signature, message)
-    assert verify_tx(raw, CHAIN_ID).signature_key == expected
-    # a rejected tx carries no key: nothing must be remembered for it
-    assert verify_tx(corrupt_signature(raw), CHAIN_ID).signature_key == b""
-    cache = SignatureCache()
-    cache.remember_key(expected)
-    cache.check(envelope.public_key, envelope.signature, message)  # a hit: no verification needed
+def test_finalize_verifies_only_the_txs_not_known_to_verify(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "db", CHAIN_ID)
+    app = Application(chain(), store)
+    good_known, good_new = transfer_tx(0, 1), transfer_tx(1, 2, to=2)
+    forged = corrupt_signature(transfer_tx(2, 3))
+    app.verified.remember(tx_hash(good_known))
+    time_ms = chain().genesis_time_ms + 1_000
+    raw = app.prepare_proposal(1, time_ms, proposer(), [good_known, good_new, forged])
+    app.process_proposal(1, raw, time_ms)
+    checked: list[bytes] = []
+
+    def counting_verify(public_key: bytes, signature: bytes, message: bytes) -> None:
+        checked.append(signature)
+        verify_signature(public_key, signature, message)
+
+    with patch("node.app.verify_signature", counting_verify):
+        finalized = app.finalize_block(raw)
+    assert [r.code for r in finalized.result.results] == [Code.OK, Code.OK, Code.BAD_SIGNATURE]
+    assert len(checked) == 2  # the known tx was not verified again
+    store.close()
+
+
+def test_verified_txs_forget_the_oldest_beyond_capacity() -> None:
+    verified = VerifiedTxs(capacity=2)
+    for digest in (b"a", b"b", b"c"):
+        verified.remember(digest)
+    assert verified.flags([b"a", b"b", b"c"]) == [False, True, True] and len(verified) == 2
 
 
 @pytest.fixture(scope="module")
