@@ -95,11 +95,15 @@ def verify_rate_per_core(n: int = 4000, runs: int = 3) -> float:
 # ---------------------------------------------------------------------------- one network
 
 
-def bench_template(validators: int, gc_freeze: bool = True) -> NodeConfig:
+def bench_template(validators: int, gc_freeze: bool = True, verify_nice: int | None = None) -> NodeConfig:
+    nice = MempoolConfig().verify_nice if verify_nice is None else verify_nice
     return NodeConfig(
         consensus=ConsensusTimeouts(timeout_commit_ms=100),
         mempool=MempoolConfig(
-            verify_workers=2 if validators == 1 else 1, max_txs=50_000, max_txs_per_account=1_000
+            verify_workers=2 if validators == 1 else 1,
+            max_txs=50_000,
+            max_txs_per_account=1_000,
+            verify_nice=nice,
         ),
         block=BlockLimits(max_txs=5_000, max_bytes=2 * 1024 * 1024),
         snapshot_interval=1_000,
@@ -256,6 +260,7 @@ def run_step(
         "clients": args.clients,
         "window_s": args.measure,
         "gc_freeze": not args.no_gc_freeze,
+        "verify_nice": MempoolConfig().verify_nice if args.verify_nice is None else args.verify_nice,
     }
 
 
@@ -267,7 +272,7 @@ def run_network(validators: int, args: argparse.Namespace, verify_rate: float) -
 
     def step(rate: float) -> dict[str, Any] | None:
         workdir = base / f"step-{len(steps)}"
-        template = bench_template(validators, gc_freeze=not args.no_gc_freeze)
+        template = bench_template(validators, gc_freeze=not args.no_gc_freeze, verify_nice=args.verify_nice)
         plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=template)
         create_homes(plan)
         net = Network(plan)
@@ -343,6 +348,9 @@ def main() -> None:
     parser.add_argument("--batch-ms", type=int, default=50)
     parser.add_argument("--p99-limit-ms", type=float, default=500.0)
     parser.add_argument("--keep", action="store_true", help="keep the network directories (logs)")
+    parser.add_argument(
+        "--verify-nice", type=int, default=None, help="the nodes' mempool.verify_nice (A/B)"
+    )
     parser.add_argument(
         "--no-gc-freeze", action="store_true", help="nodes run with [gc] freeze_after_block = false (A/B)"
     )

@@ -163,6 +163,7 @@ class MempoolConfig:
     cache_size: int = 100_000  # recently seen tx hashes (duplicate filter)
     verify_workers: int = 2  # signature-verification processes
     verify_batch_max: int = 256  # txs per worker batch
+    verify_nice: int = 0  # workers run this much nicer than the node (0: same priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +266,10 @@ def _parse_consensus(table: dict[str, Any]) -> ConsensusTimeouts:
 
 def _parse_mempool(table: dict[str, Any]) -> MempoolConfig:
     d = MempoolConfig()
-    values = {f.name: _int(table, f.name, "mempool", getattr(d, f.name), 1) for f in fields(MempoolConfig)}
+    values = {
+        f.name: _int(table, f.name, "mempool", getattr(d, f.name), 0 if f.name == "verify_nice" else 1)
+        for f in fields(MempoolConfig)
+    }
     _no_extra(table, "mempool")
     config = MempoolConfig(**values)
     if config.max_txs_per_account > config.max_txs:
@@ -277,6 +281,8 @@ def _parse_mempool(table: dict[str, Any]) -> MempoolConfig:
         raise ConfigError(f"mempool.max_bytes: must hold at least one maximal tx ({MAX_TX_BYTES} bytes)")
     if config.verify_workers > 64:
         raise ConfigError(f"mempool.verify_workers: at most 64, got {config.verify_workers}")
+    if config.verify_nice > 19:
+        raise ConfigError(f"mempool.verify_nice: at most 19, got {config.verify_nice}")
     return config
 
 

@@ -138,7 +138,10 @@ class Engine:
         self.core = ConsensusCore(self.consensus_config, self.vset, self.signer, chain.chain_id)
         self.mempool = Mempool(config.mempool, lambda v: check_tx_against_state(self.app.state, v))
         self.verifier = VerifierPool(
-            chain.chain_id, config.mempool.verify_workers, config.mempool.verify_batch_max
+            chain.chain_id,
+            config.mempool.verify_workers,
+            config.mempool.verify_batch_max,
+            nice=config.mempool.verify_nice,
         )
         self.queue: asyncio.Queue[Input] = asyncio.Queue()
         self.wal: Wal | None = None

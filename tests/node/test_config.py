@@ -46,7 +46,7 @@ def test_round_trip_through_toml(tmp_path: Path) -> None:
         oracle_interval_ms=0,
         peers=(PeerConfig("127.0.0.1", 9001, bytes.fromhex(KEY)), PeerConfig("[::1]", 9002, b"\x01" * 32)),
         consensus=ConsensusTimeouts(timeout_propose_ms=3000, timeout_commit_ms=1),
-        mempool=MempoolConfig(max_txs=10, max_txs_per_account=10, verify_workers=1),
+        mempool=MempoolConfig(max_txs=10, max_txs_per_account=10, verify_workers=1, verify_nice=7),
         block=BlockLimits(max_txs=5, max_bytes=100_000),
         gc=HeapSettings(
             freeze_after_block=False, freeze_every_ms=0, young_threshold=2_000, full_collect_every_s=0
@@ -77,6 +77,7 @@ def load_config_text(tmp_path: Path, text: str) -> NodeConfig:
         ("[mempool]\nmax_txs = 5\nmax_txs_per_account = 6", "mempool.max_txs_per_account: 6 exceeds"),
         ("[mempool]\nmax_bytes = 1000", "mempool.max_bytes: must hold at least one maximal tx"),
         ("[block]\nmax_bytes = 10", "block.max_bytes"),
+        ("[mempool]\nverify_nice = 20", "mempool.verify_nice: at most 19"),
         ("[gc]\nyoung_threshold = 10", "gc.young_threshold: must be an integer >= 700"),
         ("[gc]\nfreeze_after_block = 1", "gc.freeze_after_block: must be true or false"),
         ("[gc]\nfreeze_every_ms = -1", "gc.freeze_every_ms: must be an integer >= 0"),

@@ -131,3 +131,13 @@ def test_closed_pool_is_unavailable() -> None:
 
 def test_verify_tx_is_total() -> None:
     assert all(isinstance(v, Verified) for v in verify_batch([b"", b"\x0a\x00", b"\x12\x01"], CHAIN_ID))
+
+
+def test_workers_run_at_the_configured_niceness() -> None:
+    import os
+
+    with VerifierPool(CHAIN_ID, workers=1, nice=3) as nicer:
+        assert nicer._pool().submit(os.nice, 0).result() == os.nice(0) + 3
+        assert nicer.verify([transfer_tx(0, 9)])[0].ok
+    with pytest.raises(ValueError):
+        VerifierPool(CHAIN_ID, nice=20)
