@@ -30,7 +30,7 @@ Theory of operation
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,11 +177,20 @@ class IndexerState:
 # -- the reducer ------------------------------------------------------------------------------
 
 
-def apply_committed(state: IndexerState, committed: block_pb2.CommittedBlock) -> list[ChannelUpdate]:
+def vouch_run(state: IndexerState, run: Sequence[block_pb2.CommittedBlock]) -> list[bytes]:
+    """Certify the consecutive blocks after ``state`` with the last one's certificate and the
+    hash links back from it (rpc.verify.ChainVerifier.vouch_run); pass each returned id to
+    ``apply_committed(..., vouched_id=...)`` in order. Nothing is applied here."""
+    return state.verifier.vouch_run(run, state.stf.height + 1, state.last_block_id)
+
+
+def apply_committed(
+    state: IndexerState, committed: block_pb2.CommittedBlock, vouched_id: bytes | None = None
+) -> list[ChannelUpdate]:
     """Verify, replay and describe one committed block (see the module docstring)."""
     stf_state = state.stf
     height = stf_state.height + 1
-    block_id = state.verifier.verify(committed, height, stf_state.app_hash, state.last_block_id)
+    block_id = state.verifier.verify(committed, height, stf_state.app_hash, state.last_block_id, vouched_id)
     header = committed.block.header
     txs = list(committed.block.txs)
     check = signature_policy(committed, state.verify_tx_signatures)

@@ -44,8 +44,8 @@ from node.heap import HeapMetrics, HeapPolicy, HeapSettings
 from rpc.history import History, HistoryError
 from rpc.http import make_app
 from rpc.metrics import IndexerMetrics
-from rpc.reducer import IndexerState, apply_committed
-from rpc.source import BlockSource, GrpcBlockSource, SourceUnavailable, SubmitVerdict
+from rpc.reducer import IndexerState, apply_committed, vouch_run
+from rpc.source import BlockSource, GrpcBlockSource, SourceUnavailable, SubmitVerdict, block_runs
 from rpc.verify import AppHashMismatch, IndexerFatal
 from rpc.ws import CLOSE_INTERNAL, Hub, WsLimits
 from stf.block import genesis_state
@@ -71,6 +71,7 @@ class IndexerSettings:
     verify_tx_signatures: bool = False
     use_node_snapshot: bool = True
     unhealthy_after_s: float = 30.0  # /healthz fails when no block arrived for this long and lagging
+    max_run: int = 64  # blocks already received that one certificate check vouches for (catch-up)
 
 
 class Indexer:
@@ -171,40 +172,48 @@ class Indexer:
     async def _tail(self) -> None:
         state = self._state
         assert state is not None
+        runs = block_runs(self.source.stream_blocks(state.height + 1), self.settings.max_run)
+        async with contextlib.aclosing(runs):  # stops the read-ahead task when indexing stops
+            async for run in runs:
+                # one certificate check for the blocks that arrived together (rpc/verify.py),
+                # before any of them is applied; then block by block as before
+                for committed, block_id in zip(run, vouch_run(state, run), strict=True):
+                    await self._index(state, committed, block_id)
+
+    async def _index(self, state: IndexerState, committed: Any, block_id: bytes) -> None:
+        """Apply one vouched block, record its history, publish its updates."""
         metrics = self.metrics
         interval = self.settings.snapshot_interval
-        async for committed in self.source.stream_blocks(state.height + 1):
-            arrived = time.perf_counter()
-            try:
-                updates = apply_committed(state, committed)
-            except AppHashMismatch as exc:
-                if not self.ready:
-                    raise SnapshotRejected(
-                        exc.height, f"the node's snapshot is not the chain's state: {exc}"
-                    ) from exc
-                raise
-            applied = time.perf_counter()
-            height = state.height
-            snapshot = None
-            if interval and height % interval == 0:
-                snapshot = (height, encode_snapshot(state.stf), orjson.dumps(state.to_meta()))
-            self.history.record([(height, updates)], snapshot)
-            if snapshot is not None:
-                self.snapshot_height = height
-            self.ready = True
-            self.hub.publish(updates)
-            done = time.perf_counter()
-            metrics.fanout_seconds.observe(done - arrived)
-            metrics.apply_seconds.observe(applied - arrived)
-            metrics.blocks.inc()
-            metrics.txs.inc(len(committed.block.txs))
-            metrics.height.set(height)
-            node_height = self.source.status.node_height
-            if node_height is None or node_height <= height:
-                self.caught_up.set()
-            if self.heap is not None:
-                self.heap.after_block()
-            await asyncio.sleep(0)  # let HTTP/WS requests in between blocks while catching up
+        arrived = time.perf_counter()
+        try:
+            updates = apply_committed(state, committed, block_id)
+        except AppHashMismatch as exc:
+            if not self.ready:
+                message = f"the node's snapshot is not the chain's state: {exc}"
+                raise SnapshotRejected(exc.height, message) from exc
+            raise
+        applied = time.perf_counter()
+        height = state.height
+        snapshot = None
+        if interval and height % interval == 0:
+            snapshot = (height, encode_snapshot(state.stf), orjson.dumps(state.to_meta()))
+        self.history.record([(height, updates)], snapshot)
+        if snapshot is not None:
+            self.snapshot_height = height
+        self.ready = True
+        self.hub.publish(updates)
+        done = time.perf_counter()
+        metrics.fanout_seconds.observe(done - arrived)
+        metrics.apply_seconds.observe(applied - arrived)
+        metrics.blocks.inc()
+        metrics.txs.inc(len(committed.block.txs))
+        metrics.height.set(height)
+        node_height = self.source.status.node_height
+        if node_height is None or node_height <= height:
+            self.caught_up.set()
+        if self.heap is not None:
+            self.heap.after_block()
+        await asyncio.sleep(0)  # let HTTP/WS requests in between blocks while catching up
 
     async def _halt(self, exc: IndexerFatal) -> None:
         self.halted = exc

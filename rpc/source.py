@@ -15,10 +15,11 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -271,3 +272,44 @@ class InProcessSource:
     async def submit_tx(self, tx: bytes) -> SubmitVerdict:
         verdict = self.chain.submit(tx)
         return SubmitVerdict(verdict.hash, verdict.accepted, verdict.code, verdict.status, verdict.reason)
+
+
+async def block_runs(
+    blocks: AsyncIterator[block_pb2.CommittedBlock], max_run: int
+) -> AsyncGenerator[list[block_pb2.CommittedBlock], None]:
+    """Regroup a block stream into runs: each run is the next block plus the blocks that had
+    already arrived behind it (at most ``max_run``). Caught up, runs have one block; catching
+    up, they are long, and rpc.verify.ChainVerifier.vouch_run checks one certificate per run.
+    A task reads ahead into a queue of ``max_run`` blocks; it ends with the consumer."""
+    if max_run < 1:
+        raise ValueError("max_run must be >= 1")
+    queue: asyncio.Queue[block_pb2.CommittedBlock | BaseException] = asyncio.Queue(max_run)
+
+    async def pump() -> None:
+        try:
+            async for committed in blocks:
+                await queue.put(committed)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surfaced to the consumer in order
+            await queue.put(exc)
+
+    reader = asyncio.get_running_loop().create_task(pump())
+    try:
+        while True:
+            item = await queue.get()
+            run: list[block_pb2.CommittedBlock] = []
+            while True:
+                if isinstance(item, BaseException):
+                    if run:
+                        yield run
+                    raise item
+                run.append(item)
+                if len(run) >= max_run or queue.empty():
+                    break
+                item = queue.get_nowait()
+            yield run
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from unittest.mock import patch
 
 import aiohttp
 import pytest
 
 from proto.ita.v1 import block_pb2, tx_pb2
-from rpc.reducer import IndexerState, apply_committed
+from rpc import verify as rpc_verify
+from rpc.reducer import IndexerState, apply_committed, vouch_run
 from rpc.simchain import SimChain
-from rpc.source import InProcessSource
+from rpc.source import InProcessSource, SourceUnavailable, block_runs
 from rpc.verify import (
     AppHashMismatch,
     BlockRejected,
@@ -207,3 +210,64 @@ async def _halts(tmp_path: Path) -> None:
             assert refused.value.status == 503
     finally:
         await service.stop()
+
+
+def test_a_run_is_vouched_for_by_its_last_certificate_and_the_links_back() -> None:
+    chain = SimChain(seed=37)
+    chain.produce_many(12)
+    state = replayed(chain, 2)
+    run = [chain.block(h) for h in range(3, 11)]
+    checked: list[int] = []
+    real = rpc_verify.verify_commit_certificate
+
+    def counting(cert: object, vset: object, chain_id: str, height: int, block_id: bytes) -> None:
+        checked.append(height)
+        real(cert, vset, chain_id, height, block_id)  # type: ignore[arg-type]
+
+    with patch.object(rpc_verify, "verify_commit_certificate", counting):
+        ids = vouch_run(state, run)
+        for committed, block_id in zip(run, ids, strict=True):
+            apply_committed(state, committed, block_id)
+    assert checked == [10]  # one certificate for eight blocks
+    assert ids == [compute_block_id(c.block) for c in run]
+    assert state.stf.app_hash == replayed(chain, 10).stf.app_hash
+
+    fresh = replayed(chain, 2)
+    # a middle block that is not the certified one breaks the link to the next block
+    forged = [*run[:3], tampered(chain, 6, swap_tx_and_hash), *run[4:]]
+    with pytest.raises(BlockRejected, match="last_block_id") as info:
+        vouch_run(fresh, forged)
+    assert info.value.height == 7
+    # a bad last certificate vouches for nothing
+    with pytest.raises(BlockRejected, match="certificate"):
+        vouch_run(fresh, [*run[:-1], tampered(chain, 10, flip_signature)])
+    with pytest.raises(BlockRejected, match="expected block 4"):
+        vouch_run(fresh, [run[0], run[2]])
+    assert fresh.height == 2  # nothing was applied
+
+
+def test_block_runs_group_what_already_arrived() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        async def stream() -> AsyncIterator[int]:
+            for i in range(5):
+                yield i
+            await gate.wait()
+            yield 5
+            raise SourceUnavailable("stream ended")
+
+        runs = block_runs(stream(), max_run=3)  # type: ignore[arg-type]
+        got: list[list[int]] = []
+        while sum(len(r) for r in got) < 5:
+            got.append(await runs.__anext__())
+            await asyncio.sleep(0.01)  # the reader queues what the stream has behind it
+        assert [i for r in got for i in r] == [0, 1, 2, 3, 4]
+        assert max(len(r) for r in got) == 3 and len(got) == 2  # grouped, at most max_run
+        gate.set()
+        assert await runs.__anext__() == [5]
+        with pytest.raises(SourceUnavailable):
+            await runs.__anext__()
+        await runs.aclose()
+
+    asyncio.run(scenario())
