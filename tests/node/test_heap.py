@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Iterator
 
@@ -89,13 +90,21 @@ def test_install_raises_the_young_threshold_and_uninstall_restores_it(gc_restore
     assert gc.get_threshold() == (700, 10, 10)
 
 
-def test_after_block_freezes_survivors_at_most_every_freeze_interval(gc_restored: None) -> None:
+@contextlib.contextmanager
+def installed(settings: HeapSettings) -> Iterator[tuple[HeapPolicy, FakeClock, CollectorRegistry]]:
     clock = FakeClock()
     registry = CollectorRegistry()
-    metrics = HeapMetrics(registry)
-    policy = HeapPolicy(HeapSettings(freeze_every_ms=100, full_collect_every_s=0), metrics, clock)
+    policy = HeapPolicy(settings, HeapMetrics(registry), clock)
     policy.install()
     try:
+        yield policy, clock, registry
+    finally:
+        policy.uninstall()
+
+
+def test_after_block_freezes_survivors_at_most_every_freeze_interval(gc_restored: None) -> None:
+    settings = HeapSettings(freeze_every_ms=100, full_collect_every_s=0)
+    with installed(settings) as (policy, clock, registry):
         gc.unfreeze()
         policy.after_block()  # the first block freezes
         frozen = gc.get_freeze_count()
@@ -109,18 +118,12 @@ def test_after_block_freezes_survivors_at_most_every_freeze_interval(gc_restored
         clock.now += 0.06
         policy.after_block()
         assert gc.get_freeze_count() >= frozen + len(kept)
-    finally:
-        policy.uninstall()
     assert gc.get_freeze_count() == 0
 
 
 def test_cyclic_garbage_freezing_kept_is_reclaimed_by_the_periodic_full_collection(gc_restored: None) -> None:
-    clock = FakeClock()
-    registry = CollectorRegistry()
-    metrics = HeapMetrics(registry)
-    policy = HeapPolicy(HeapSettings(freeze_every_ms=0, full_collect_every_s=60), metrics, clock)
-    policy.install()
-    try:
+    settings = HeapSettings(freeze_every_ms=0, full_collect_every_s=60)
+    with installed(settings) as (policy, clock, registry):
         cycles = []
         for _ in range(100):
             a: list[object] = []
@@ -136,8 +139,6 @@ def test_cyclic_garbage_freezing_kept_is_reclaimed_by_the_periodic_full_collecti
         policy.after_block()  # the full collection
         assert sample(registry, "ita_gc_reclaimed_objects_total") >= 200
         assert gc.get_freeze_count() > 0  # and everything alive is frozen again
-    finally:
-        policy.uninstall()
 
 
 def test_a_disabled_policy_never_freezes(gc_restored: None) -> None:
