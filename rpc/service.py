@@ -41,6 +41,7 @@ from aiohttp import web
 import stf
 from genesis.schema import GenesisError, load_genesis
 from node.heap import HeapMetrics, HeapPolicy, HeapSettings
+from proto.ita.v1 import block_pb2
 from rpc.history import History, HistoryError
 from rpc.http import make_app
 from rpc.metrics import IndexerMetrics
@@ -180,7 +181,7 @@ class Indexer:
                 for committed, block_id in zip(run, vouch_run(state, run), strict=True):
                     await self._index(state, committed, block_id)
 
-    async def _index(self, state: IndexerState, committed: Any, block_id: bytes) -> None:
+    async def _index(self, state: IndexerState, committed: block_pb2.CommittedBlock, block_id: bytes) -> None:
         """Apply one vouched block, record its history, publish its updates."""
         metrics = self.metrics
         interval = self.settings.snapshot_interval
