@@ -43,6 +43,7 @@ if _ROOT not in sys.path:
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 
+from node.blocks import stf_header  # noqa: E402
 from node.heap import HeapPolicy, HeapSettings  # noqa: E402
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from rpc.history import History  # noqa: E402
@@ -51,7 +52,7 @@ from rpc.service import Indexer, IndexerService, IndexerSettings  # noqa: E402
 from rpc.simchain import SimChain, sim_config  # noqa: E402
 from rpc.simnode import SimNode, produce_live  # noqa: E402
 from rpc.source import GrpcBlockSource  # noqa: E402
-from stf.block import BlockHeader, apply_block, skip_signature_check  # noqa: E402
+from stf.block import apply_block, skip_signature_check  # noqa: E402
 from stf.snapshot import decode_snapshot, encode_snapshot  # noqa: E402
 
 
@@ -129,12 +130,7 @@ def bench_replay(blocks: int, warmup: int, max_txs: int, runs: int) -> None:
         state = decode_snapshot(chain.config, snapshot)
         for committed in stored:
             h = committed.block.header
-            apply_block(
-                state,
-                BlockHeader(h.height, h.time_ms, h.proposer),
-                list(committed.block.txs),
-                skip_signature_check,
-            )
+            apply_block(state, stf_header(h), list(committed.block.txs), skip_signature_check)
             heap.after_block()
         elapsed = time.perf_counter() - t0
         heap.uninstall()

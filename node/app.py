@@ -77,9 +77,6 @@ class VerifiedTxs:
         while len(self._good) > self.capacity:
             self._good.popitem(last=False)
 
-    def __contains__(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._good
-
     def __len__(self) -> int:
         return len(self._good)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import signal
@@ -163,8 +162,8 @@ class Indexer:
         try:
             if self._state is None:
                 await self.bootstrap()
-                gc.collect()
-                gc.freeze()  # the loaded state is long-lived: keep it out of full GC scans (tail latency)
+                if self.heap is not None:  # the loaded state is long-lived: freeze it now
+                    self.heap.after_block()
             await self._tail()
         except IndexerFatal as exc:
             await self._halt(exc)

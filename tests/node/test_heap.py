@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from node.blocks import stf_header
 from node.heap import HeapMetrics, HeapPolicy, HeapSettings
 from rpc.reducer import IndexerState, apply_committed
 from rpc.simchain import SimChain, sim_config
-from stf.block import BlockHeader, apply_block, genesis_state, skip_signature_check
+from stf.block import apply_block, genesis_state, skip_signature_check
 
 
 class FakeClock:
@@ -61,12 +62,7 @@ def test_applying_blocks_makes_no_cyclic_garbage(gc_restored: None) -> None:
     def replay() -> None:
         for committed in chain.blocks:
             h = committed.block.header
-            apply_block(
-                state,
-                BlockHeader(h.height, h.time_ms, h.proposer),
-                list(committed.block.txs),
-                skip_signature_check,
-            )
+            apply_block(state, stf_header(h), list(committed.block.txs), skip_signature_check)
 
     assert cyclic_garbage_of(replay) == 0
     assert state.app_hash == chain.state.app_hash
