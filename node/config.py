@@ -134,7 +134,7 @@ class ConsensusTimeouts:
     timeout_prevote_delta_ms: int = 250
     timeout_precommit_ms: int = 500
     timeout_precommit_delta_ms: int = 250
-    timeout_commit_ms: int = 100
+    timeout_commit_ms: int = 100  # pause before the next height, counted from the decision
     # Start the next height at once (no commit pause) when the commit certificate holds every
     # validator's precommit (nobody is left to wait for) and at least skip_timeout_commit_min_txs
     # txs wait in the mempool (a backlog, not a trickle). A lightly loaded or idle chain still

@@ -15,7 +15,9 @@ Theory of operation (DESIGN.md principles 6-8)
   a signature leaves the signer.
 - Decide(h): finalize through the STF, persist block + certificate + results + app hash
   (one atomic store write), then seal WAL height h, evict committed txs from the mempool,
-  wake StreamBlocks waiters, announce our height and start h+1 after `timeout_commit`.
+  wake StreamBlocks waiters, announce our height and start h+1 `timeout_commit` after the
+  decision (as CometBFT counts it from CommitTime): executing and storing the block happen
+  inside the pause, not before it.
 - Restart: the application rebuilds its state from the latest snapshot + stored blocks;
   the WAL's inputs for the height in progress are replayed into a fresh core (its outputs
   re-armed: timers, broadcasts, pending proposals/validations), the votes the guard signed
@@ -328,8 +330,10 @@ class Engine:
             self._feed_synced(height + 1)
         elif self._skip_commit_pause(decide):
             self.enqueue(StartHeight(height + 1))
-        else:
-            self._schedule(self.config.consensus.timeout_commit_ms, StartHeight(height + 1))
+        else:  # the pause counts from the decision, so executing the block overlaps it
+            spent_ms = int((time.perf_counter() - started) * 1000)
+            pause_ms = max(0, self.config.consensus.timeout_commit_ms - spent_ms)
+            self._schedule(pause_ms, StartHeight(height + 1))
 
     def _skip_commit_pause(self, decide: Decide) -> bool:
         """ConsensusTimeouts.skip_timeout_commit: every validator precommitted and a backlog waits."""

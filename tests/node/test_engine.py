@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from consensus import Broadcast, ScheduleTimeout, SignedVote, Step, Timeout, Vote, VoteType, WalAppend
+from consensus import (
+    Broadcast,
+    ScheduleTimeout,
+    SignedVote,
+    StartHeight,
+    Step,
+    Timeout,
+    Vote,
+    VoteType,
+    WalAppend,
+)
 from node import engine as engine_module
 from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
@@ -246,6 +257,43 @@ def test_commit_pause_is_skipped_only_while_txs_wait(tmp_path: Path) -> None:
             assert all(a.accepted for a in await engine.submit_txs([signer.sign(order("sell", 600_100, 20))]))
             await wait_until(lambda: len(engine.mempool) == 0, timeout=4 * pause_s)
             assert engine.height() <= height + 2
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_commit_pause_counts_from_the_decision(tmp_path: Path) -> None:
+    """timeout_commit starts when the block is decided (CometBFT's CommitTime), so the time spent
+    executing and storing the block is taken out of the pause instead of added to it."""
+    pause_ms, apply_s = 2_000, 0.5
+    config = dataclasses.replace(CONFIG, consensus=dataclasses.replace(FAST, timeout_commit_ms=pause_ms))
+
+    async def scenario() -> None:
+        chain = chain_config(1)
+        home = NodeHome(tmp_path)
+        home.ensure_dirs()
+        engine = Engine(chain, config, home, VALIDATORS[0])
+        scheduled: list[tuple[int, object]] = []
+        real_schedule, real_finalize = engine._schedule, engine.app.finalize_block
+
+        def schedule(delay_ms: int, inp: object) -> None:
+            scheduled.append((delay_ms, inp))
+            real_schedule(delay_ms, inp)  # type: ignore[arg-type]
+
+        def slow_finalize(raw: bytes) -> object:
+            time.sleep(apply_s)  # a block that takes apply_s to execute
+            return real_finalize(raw)
+
+        engine._schedule = schedule  # type: ignore[method-assign]
+        engine.app.finalize_block = slow_finalize  # type: ignore[method-assign,assignment]
+        await engine.start()
+        try:
+            await wait_until(lambda: engine.height() >= 2, timeout=30)
+            pauses = [delay for delay, inp in scheduled if isinstance(inp, StartHeight)]
+            assert pauses, "no commit pause was scheduled"
+            assert all(delay <= pause_ms - apply_s * 1000 for delay in pauses), pauses
+            assert all(delay > 0 for delay in pauses), pauses  # the rest of the pause is still kept
         finally:
             await engine.stop()
 
