@@ -13,7 +13,7 @@ Prints one JSON object per result on stdout (progress goes to stderr):
   explicit S < L check): what a node actually runs per tx.
 - ``verify_tx_inline``: ``node.verify.verify_batch`` in this process: full
   stateless admission (SignedTx/TxBody decode, chain id, signature) per tx.
-- ``verify_pool``: the same txs through ``node.verify.VerifierPool`` with
+- ``verify_pool``: the same txs through ``node.verifier_pool.VerifierPool`` with
   ``--workers`` processes (default 2) in batches of ``--batch`` (default 256),
   pickling and IPC included; ``speedup`` = pool rate / inline rate.
 
@@ -41,7 +41,8 @@ if _ROOT not in sys.path:
 
 import nacl.signing  # noqa: E402
 
-from node.verify import VerifierPool, verify_batch  # noqa: E402
+from node.verifier_pool import VerifierPool  # noqa: E402
+from node.verify import verify_batch  # noqa: E402
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from sdk import tx as sdk_tx  # noqa: E402
 from sdk.keys import Key  # noqa: E402

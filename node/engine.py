@@ -75,7 +75,7 @@ from node.interfaces import Network
 from node.mempool import Admission, Mempool, check_tx_against_state
 from node.observability import Tracing
 from node.signstate import SignStateFile
-from node.verify import VerifierPool, VerifierUnavailable
+from node.verifier_pool import VerifierPool, VerifierUnavailable
 from node.wal import Wal
 from proto.ita.v1 import block_pb2, node_pb2
 from sdk.keys import Key
@@ -139,12 +139,7 @@ class Engine:
         self.consensus_config = config.consensus.consensus_config()
         self.core = ConsensusCore(self.consensus_config, self.vset, self.signer, chain.chain_id)
         self.mempool = Mempool(config.mempool, lambda v: check_tx_against_state(self.app.state, v))
-        self.verifier = VerifierPool(
-            chain.chain_id,
-            config.mempool.verify_workers,
-            config.mempool.verify_batch_max,
-            nice=config.mempool.verify_nice,
-        )
+        self.verifier = self._new_verifier()
         self.queue: asyncio.Queue[Input] = asyncio.Queue()
         self.wal: Wal | None = None
         self.wal_unsynced = False  # inputs appended since the last fsync
@@ -159,6 +154,12 @@ class Engine:
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
         self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _new_verifier(self) -> VerifierPool:
+        mempool = self.config.mempool
+        return VerifierPool(
+            self.chain.chain_id, mempool.verify_workers, mempool.verify_batch_max, nice=mempool.verify_nice
+        )
 
     @contextlib.contextmanager
     def _span(self, name: str, **attributes: object) -> Iterator[None]:
@@ -461,6 +462,7 @@ class Engine:
             except VerifierUnavailable as exc:
                 for i in todo:
                     answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
+                self._replace_broken_verifier(exc)
             else:
                 for i, v in zip(todo, verified, strict=True):
                     admission = self.mempool.add_verified(txs[i], v)
@@ -470,6 +472,15 @@ class Engine:
                         if gossip:
                             self.pending_gossip.append(txs[i])
         return [a for a in answers if a is not None]
+
+    def _replace_broken_verifier(self, exc: VerifierUnavailable) -> None:
+        """A verifier worker died: the txs of that batch were answered as unverified (the client
+        may resend); later ones go to a fresh pool."""
+        if not self.verifier.broken:  # closed on purpose (stop), or already replaced
+            return
+        log.error("signature verifier failed (%s); starting a new worker pool", exc)
+        self.verifier.close()
+        self.verifier = self._new_verifier()
 
     async def _gossip_loop(self) -> None:
         while True:

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from node.config import MempoolConfig
 from node.mempool import Admission, Mempool, MempoolCode, check_tx_against_state, code_status
-from node.verify import VerifierPool, verify_tx
+from node.verifier_pool import VerifierPool
+from node.verify import verify_tx
 from sdk import tx as sdk_tx
 from stf.block import BlockHeader, apply_block, genesis_state
 from stf.results import Code

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from unittest.mock import patch
@@ -10,12 +14,15 @@ import pytest
 
 from node.app import Application, VerifiedTxs
 from node.blockstore import BlockStore
-from node.verify import Verified, VerifierPool, VerifierUnavailable, verify_batch, verify_tx
+from node.verifier_pool import VerifierPool, VerifierUnavailable
+from node.verify import Verified, verify_batch, verify_tx
 from proto.ita.v1 import tx_pb2
 from stf.block import MAX_TX_BYTES, decode_tx
 from stf.results import Code, TxResult
 from stf.signing import signing_message, tx_hash, verify_signature
 from tests.node.support import CHAIN_ID, account, chain, corrupt_signature, proposer, transfer_tx
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def signed(body: tx_pb2.TxBody, key_index: int = 0) -> bytes:
@@ -137,7 +144,66 @@ def test_workers_run_at_the_configured_niceness() -> None:
     import os
 
     with VerifierPool(CHAIN_ID, workers=1, nice=3) as nicer:
-        assert nicer._pool().submit(os.nice, 0).result() == os.nice(0) + 3
+        assert nicer.niceness() == [os.nice(0) + 3]
         assert nicer.verify([transfer_tx(0, 9)])[0].ok
     with pytest.raises(ValueError):
         VerifierPool(CHAIN_ID, nice=20)
+
+
+def test_a_dead_worker_fails_its_batches_and_breaks_the_pool() -> None:
+    p = VerifierPool(CHAIN_ID, workers=1)
+    try:
+        p.warm_up()
+        assert not p.broken
+        p._workers[0].process.kill()
+        p._workers[0].process.join(timeout=10)
+
+        async def submit() -> None:
+            await p.verify_async([transfer_tx(0, 1)])
+
+        with pytest.raises(VerifierUnavailable, match="died"):
+            asyncio.run(submit())
+        assert p.broken
+        with pytest.raises(VerifierUnavailable, match="died"):
+            p.verify([transfer_tx(0, 2)])
+    finally:
+        p.close()
+    assert p.broken  # closing a broken pool keeps the reason
+
+
+def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the node must not leave verifier processes behind: they read EOF and exit."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from node.verifier_pool import VerifierPool\n"
+        "if __name__ == '__main__':\n"
+        f"    pool = VerifierPool({CHAIN_ID!r}, workers=2)\n"
+        "    pool.warm_up()\n"
+        "    print(' '.join(str(w.process.pid) for w in pool._workers), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    try:
+        assert owner.stdout is not None
+        pids = [int(x) for x in owner.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by the forkserver) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
