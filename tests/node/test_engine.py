@@ -300,6 +300,36 @@ def test_commit_pause_counts_from_the_decision(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_dead_verifier_worker_is_replaced(tmp_path: Path) -> None:
+    """A verifier worker dies: the txs of that call are answered VERIFY_UNAVAILABLE (nothing is
+    admitted unchecked) and the engine starts a new pool, which admits the next ones."""
+    from node.mempool import MempoolCode
+
+    async def scenario() -> None:
+        chain = chain_config(1)
+        home = NodeHome(tmp_path)
+        home.ensure_dirs()
+        engine = Engine(chain, CONFIG, home, VALIDATORS[0])
+        await engine.start()
+        try:
+            await wait_until(lambda: engine.height() >= 1)
+            signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
+            broken = engine.verifier
+            for worker in broken._workers:
+                worker.process.kill()
+                worker.process.join(timeout=10)
+            first = await engine.submit_txs([signer.sign(order("sell", 600_000, 20))])
+            assert [a.code for a in first] == [MempoolCode.VERIFY_UNAVAILABLE]
+            assert len(engine.mempool) == 0
+            assert engine.verifier is not broken and not engine.verifier.broken
+            second = await engine.submit_txs([signer.sign(order("sell", 600_001, 20))])
+            assert [a.accepted for a in second] == [True]
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
 class RecordingWal:
     """Stands in for node.wal.Wal: records appends and syncs in order."""
 
