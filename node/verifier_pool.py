@@ -10,8 +10,10 @@ Theory of operation
   next reply always belongs to the oldest one.
 - The owner side has no threads. ``verify_async`` queues batches; a batch goes to the
   worker with the fewest jobs in flight, at most ``MAX_IN_FLIGHT`` per worker (one being
-  verified, one waiting in the pipe, so a worker never idles between batches and a send
-  never waits on a full pipe); the rest wait in the pool's queue. Replies are read by an
+  verified, one waiting in the pipe, so a worker never idles between batches); a busy
+  worker only takes a batch that fits in ``PIPE_ROOM`` bytes with what it was already sent,
+  so a send never waits on a full pipe behind a batch being verified (an idle worker reads
+  at once). The rest wait in the pool's queue. Replies are read by an
   event-loop reader callback on each pipe (``loop.add_reader``), which also sends the next
   queued batch. This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
   cost the owner ~200 us of CPU per batch (and GIL hand-offs with the consensus thread);
@@ -38,9 +40,10 @@ from typing import Any
 
 from node.verify import Verified, verify_batch
 
-__all__ = ["MAX_IN_FLIGHT", "VerifierPool", "VerifierUnavailable"]
+__all__ = ["MAX_IN_FLIGHT", "PIPE_ROOM", "VerifierPool", "VerifierUnavailable"]
 
 MAX_IN_FLIGHT = 2  # batches per worker: one being verified, one waiting
+PIPE_ROOM = 64 * 1024  # bytes a busy worker's pipe is trusted to take without blocking the writer
 _PING = b"ping"
 _CLOSED = "the verifier pool is closed"
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -206,12 +209,17 @@ class VerifierPool:
 
     def _dispatch(self, workers: list[_Worker], loop: asyncio.AbstractEventLoop) -> None:
         while self._queue and self._failure is None:
-            worker = min(workers, key=lambda w: len(w.in_flight))
-            if len(worker.in_flight) >= MAX_IN_FLIGHT:
-                return
-            job = self._queue.popleft()
+            job = self._queue[0]
             if job.future.cancelled():
+                self._queue.popleft()
                 continue
+            worker = min(workers, key=lambda w: len(w.in_flight))
+            if worker.in_flight and (
+                len(worker.in_flight) >= MAX_IN_FLIGHT
+                or sum(len(j.payload) for j in worker.in_flight) + len(job.payload) > PIPE_ROOM
+            ):
+                return  # a busy worker takes a second batch only if the pipe can hold it
+            self._queue.popleft()
             if worker.loop is not loop:  # first use, or a new event loop (asyncio.run per call)
                 self._unwatch(worker)
                 loop.add_reader(worker.conn.fileno(), self._on_reply, worker)
@@ -229,6 +237,9 @@ class VerifierPool:
             reply = worker.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             self._break(f"a verifier worker died: {exc!r}")
+            return
+        if not worker.in_flight:
+            self._break("a verifier worker answered a request it was not sent")
             return
         job = worker.in_flight.popleft()
         if not job.future.done():

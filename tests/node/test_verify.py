@@ -207,3 +207,18 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_big_batches_go_one_at_a_time_and_keep_their_order() -> None:
+    """Batches over PIPE_ROOM are only sent to an idle worker (a busy one could leave the owner
+    blocked on a full pipe); order and verdicts are unaffected."""
+    from node.verifier_pool import PIPE_ROOM
+
+    junk = [bytes([0x0A]) + bytes([i]) * 60_000 for i in range(12)]
+    good = [transfer_tx(1, 3000 + i) for i in range(12)]
+    txs = [t for pair in zip(junk, good, strict=True) for t in pair]
+    assert 4 * 60_000 > PIPE_ROOM
+    with VerifierPool(CHAIN_ID, workers=1, batch_max=4) as big:
+        results = asyncio.run(big.verify_async(txs))
+    assert [r.hash for r in results] == [tx_hash(t) for t in txs]
+    assert [r.ok for r in results] == [False, True] * 12
