@@ -351,6 +351,53 @@ class RecordingNetwork(engine_module.NullNetwork):
         self.log.append("broadcast")
 
 
+def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Path) -> None:
+    """Peers verify a client's txs in parallel with us: the relay does not wait for our workers.
+    Txs that fail the cheap checks (a duplicate here) are not relayed; gossiped-in txs are not
+    relayed again (the validators form a full mesh)."""
+
+    class TxRecorder(engine_module.NullNetwork):
+        def __init__(self) -> None:
+            self.relayed: list[bytes] = []
+
+        def broadcast_txs(self, txs: Sequence[bytes]) -> None:
+            self.relayed.extend(txs)
+
+    async def scenario() -> None:
+        chain = chain_config(1)
+        home = NodeHome(tmp_path)
+        home.ensure_dirs()
+        engine = Engine(chain, CONFIG, home, VALIDATORS[0])
+        network = TxRecorder()
+        engine.attach_network(network)
+        await engine.start()
+        try:
+            release = asyncio.Event()
+            real_verify = engine.verifier.verify_async
+
+            async def slow_verify(txs: Sequence[bytes]) -> list[object]:
+                await release.wait()
+                return await real_verify(txs)  # type: ignore[return-value]
+
+            engine.verifier.verify_async = slow_verify  # type: ignore[method-assign,assignment]
+            signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
+            raw = signer.sign(order("sell", 600_000, 20))
+            pending = asyncio.ensure_future(engine.submit_txs([raw]))
+            await wait_until(lambda: network.relayed == [raw], timeout=10)
+            assert not pending.done()  # relayed while our own check is still running
+            release.set()
+            assert [a.accepted for a in await pending] == [True]
+            again = await engine.submit_txs([raw])
+            assert [a.accepted for a in again] == [False]  # a duplicate: answered, not relayed
+            await engine.on_txs([signer.sign(order("sell", 600_001, 20))], b"peer")
+            await asyncio.sleep(0.1)  # a few gossip ticks
+            assert network.relayed == [raw]
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
 def test_wal_is_synced_before_visible_outputs_only(tmp_path: Path) -> None:
     # Inputs that lead to nothing visible stay buffered; the next broadcast (or commit) syncs
     # them all first, so nothing seen outside the process depends on an input a crash can lose.
