@@ -90,6 +90,7 @@ from node.wal import Wal
 from proto.ita.v1 import block_pb2, node_pb2
 from sdk.keys import Key
 from stf.config import ChainConfig
+from stf.signing import tx_hash as hash_of_tx
 
 log = logging.getLogger("ita.engine")
 
@@ -470,18 +471,27 @@ class Engine:
         if todo:
             try:
                 with self._span("tx.verify", txs=len(todo)):
-                    verified = await self.verifier.verify_async([txs[i] for i in todo])
+                    verified = await self.verifier.verify_async_unless([txs[i] for i in todo], self._seen)
             except VerifierUnavailable as exc:
                 for i in todo:
                     answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
                 self._replace_broken_verifier(exc)
             else:
                 for i, v in zip(todo, verified, strict=True):
+                    if v is None:  # committed (or admitted) while it waited for a worker
+                        answers[i] = self.mempool.precheck(txs[i]) or self.mempool.reject_unverified(
+                            txs[i], "not checked: the transaction was seen while it waited"
+                        )
+                        continue
                     admission = self.mempool.add_verified(txs[i], v)
                     answers[i] = admission
                     if admission.accepted:
                         self.app.verified.remember(v.hash)
         return [a for a in answers if a is not None]
+
+    def _seen(self, raw: bytes) -> bool:
+        """The verifier pool's skip test: the tx is committed or in the mempool already."""
+        return self.mempool.seen(hash_of_tx(raw))
 
     def _replace_broken_verifier(self, exc: VerifierUnavailable) -> None:
         """A verifier worker died: the txs of that batch were answered as unverified (the client

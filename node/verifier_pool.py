@@ -18,6 +18,9 @@ Theory of operation
   queued batch. This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
   cost the owner ~200 us of CPU per batch (and GIL hand-offs with the consensus thread);
   here it is one pickle, one write, one read and one unpickle.
+- ``verify_async_unless`` takes a skip test that runs when a batch leaves the queue: under
+  load a batch can wait while the block holding its txs is decided and executed (which
+  checks them inline), and the node then skips those instead of verifying them twice.
 - A worker that dies (EOF on its pipe) breaks the pool: every job in flight or queued
   fails with ``VerifierUnavailable``, as do later calls; the owner decides what to do.
   A worker exits on EOF too, so it never outlives a node killed with ``kill -9``.
@@ -33,7 +36,7 @@ import multiprocessing
 import os
 import pickle
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -79,8 +82,12 @@ def _context() -> multiprocessing.context.BaseContext:
 
 @dataclass(slots=True)
 class _Job:
-    payload: bytes
-    future: asyncio.Future[list[Verified]]
+    txs: list[bytes]
+    future: asyncio.Future[list[Verified | None]]
+    skip: Callable[[bytes], bool] | None
+    size: int  # bytes of txs: what the pipe must hold
+    payload: bytes = b""  # pickled at dispatch, after `skip` dropped what no longer needs checking
+    sent: list[int] | None = None  # indices of `txs` in the payload, when some were skipped
 
 
 @dataclass(slots=True)
@@ -190,12 +197,23 @@ class VerifierPool:
     async def verify_async(self, txs: Sequence[bytes]) -> list[Verified]:
         """For the asyncio node: results in the order of ``txs``; never blocks the loop on a
         worker (only on writing a batch into a pipe that has room for it)."""
+        results = await self.verify_async_unless(txs, None)
+        return [v for v in results if v is not None]
+
+    async def verify_async_unless(
+        self, txs: Sequence[bytes], skip: Callable[[bytes], bool] | None
+    ) -> list[Verified | None]:
+        """``verify_async``, except that a tx for which ``skip(tx)`` is true when its batch
+        leaves the queue for a worker is not checked (None in its place). Under load a batch
+        can wait in the queue while the block holding its txs is decided and executed (which
+        checks them itself): the node skips what is already committed instead of paying twice."""
         workers = self._started()
         loop = asyncio.get_running_loop()
         futures = []
-        for payload in self._payloads(txs):
-            future: asyncio.Future[list[Verified]] = loop.create_future()
-            self._queue.append(_Job(payload, future))
+        for start in range(0, len(txs), self.batch_max):
+            chunk = list(txs[start : start + self.batch_max])
+            future: asyncio.Future[list[Verified | None]] = loop.create_future()
+            self._queue.append(_Job(chunk, future, skip, sum(map(len, chunk)) + 8 * len(chunk)))
             futures.append(future)
         self._dispatch(workers, loop)
         batches = await asyncio.gather(*futures)
@@ -216,10 +234,12 @@ class VerifierPool:
             worker = min(workers, key=lambda w: len(w.in_flight))
             if worker.in_flight and (
                 len(worker.in_flight) >= MAX_IN_FLIGHT
-                or sum(len(j.payload) for j in worker.in_flight) + len(job.payload) > PIPE_ROOM
+                or sum(j.size for j in worker.in_flight) + job.size > PIPE_ROOM
             ):
                 return  # a busy worker takes a second batch only if the pipe can hold it
             self._queue.popleft()
+            if not self._prepare(job):
+                continue  # nothing left to check in it
             if worker.loop is not loop:  # first use, or a new event loop (asyncio.run per call)
                 self._unwatch(worker)
                 loop.add_reader(worker.conn.fileno(), self._on_reply, worker)
@@ -243,9 +263,33 @@ class VerifierPool:
             return
         job = worker.in_flight.popleft()
         if not job.future.done():
-            job.future.set_result(pickle.loads(reply))  # noqa: S301 (our own worker)
+            results: list[Verified] = pickle.loads(reply)  # noqa: S301 (our own worker)
+            if job.sent is None:
+                job.future.set_result(list(results))
+            else:
+                out: list[Verified | None] = [None] * len(job.txs)
+                for i, v in zip(job.sent, results, strict=True):
+                    out[i] = v
+                job.future.set_result(out)
         if worker.loop is not None:
             self._dispatch(self._workers, worker.loop)
+
+    @staticmethod
+    def _prepare(job: _Job) -> bool:
+        """Apply the job's skip test and pickle what is left; False (and the job answered)
+        when nothing is."""
+        txs = job.txs
+        if job.skip is not None:
+            skip = job.skip
+            sent = [i for i, raw in enumerate(txs) if not skip(raw)]
+            if len(sent) < len(txs):
+                if not sent:
+                    job.future.set_result([None] * len(txs))
+                    return False
+                job.sent = sent
+                txs = [txs[i] for i in sent]
+        job.payload = pickle.dumps(txs, _PROTOCOL)
+        return True
 
     # ------------------------------------------------------------------ failure
 

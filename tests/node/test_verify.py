@@ -222,3 +222,27 @@ def test_big_batches_go_one_at_a_time_and_keep_their_order() -> None:
         results = asyncio.run(big.verify_async(txs))
     assert [r.hash for r in results] == [tx_hash(t) for t in txs]
     assert [r.ok for r in results] == [False, True] * 12
+
+
+def test_batches_skip_what_became_known_while_they_waited() -> None:
+    """The skip test runs when a batch leaves the queue, not when it is submitted: txs that
+    became known meanwhile (committed by a block, in the node) come back as None, unchecked."""
+    txs = [transfer_tx(2, 4000 + i) for i in range(12)]
+    known: set[bytes] = set()
+    checked: list[bytes] = []
+
+    def skip(raw: bytes) -> bool:
+        checked.append(raw)
+        return raw in known
+
+    async def scenario() -> list[Verified | None]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=2) as p:
+            pending = asyncio.ensure_future(p.verify_async_unless(txs, skip))
+            await asyncio.sleep(0)  # the first two batches are sent at once (MAX_IN_FLIGHT)
+            known.update(txs[6:])  # a block with the last six is committed while the rest wait
+            return await pending
+
+    results = asyncio.run(scenario())
+    assert [r is not None and r.ok for r in results] == [True] * 6 + [False] * 6
+    assert results[6:] == [None] * 6
+    assert sorted(checked) == sorted(txs)  # each tx tested once, when its batch left the queue
