@@ -464,14 +464,18 @@ class Engine:
         return await self._admit(txs, gossip=True)
 
     async def _admit(self, txs: Sequence[bytes], gossip: bool) -> list[Admission]:
-        answers: list[Admission | None] = [self.mempool.precheck(raw) for raw in txs]
+        digests = [hash_of_tx(raw) for raw in txs]
+        precheck = self.mempool.precheck
+        answers: list[Admission | None] = [precheck(raw, d) for raw, d in zip(txs, digests, strict=True)]
         todo = [i for i, answer in enumerate(answers) if answer is None]
         if todo and gossip:  # relay before verifying: the peers check them in parallel with us
             self.pending_gossip.extend(txs[i] for i in todo)
         if todo:
             try:
                 with self._span("tx.verify", txs=len(todo)):
-                    verified = await self.verifier.verify_async_unless([txs[i] for i in todo], self._seen)
+                    verified = await self.verifier.verify_async_unless(
+                        [txs[i] for i in todo], [digests[i] for i in todo], self.mempool.seen
+                    )
             except VerifierUnavailable as exc:
                 for i in todo:
                     answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
@@ -479,19 +483,15 @@ class Engine:
             else:
                 for i, v in zip(todo, verified, strict=True):
                     if v is None:  # committed (or admitted) while it waited for a worker
-                        answers[i] = self.mempool.precheck(txs[i]) or self.mempool.reject_unverified(
+                        answers[i] = precheck(txs[i], digests[i]) or self.mempool.reject_unverified(
                             txs[i], "not checked: the transaction was seen while it waited"
                         )
                         continue
-                    admission = self.mempool.add_verified(txs[i], v)
+                    admission = self.mempool.add_verified(txs[i], v, digests[i])
                     answers[i] = admission
                     if admission.accepted:
                         self.app.verified.remember(v.hash)
         return [a for a in answers if a is not None]
-
-    def _seen(self, raw: bytes) -> bool:
-        """The verifier pool's skip test: the tx is committed or in the mempool already."""
-        return self.mempool.seen(hash_of_tx(raw))
 
     def _replace_broken_verifier(self, exc: VerifierUnavailable) -> None:
         """A verifier worker died: the txs of that batch were answered as unverified (the client

@@ -222,9 +222,11 @@ class Mempool:
             return f"mempool holds {self._bytes} bytes; {size} more exceeds {self.config.max_bytes}"
         return None
 
-    def precheck(self, raw: bytes) -> Admission | None:
-        """Cheap checks before signature verification; None: send it to the verifiers."""
-        digest = tx_hash(raw)
+    def precheck(self, raw: bytes, digest: bytes | None = None) -> Admission | None:
+        """Cheap checks before signature verification; None: send it to the verifiers.
+        ``digest``: ``tx_hash(raw)`` when the caller has it already."""
+        if digest is None:
+            digest = tx_hash(raw)
         if len(raw) > MAX_TX_BYTES:
             reason = f"transaction is {len(raw)} bytes; at most {MAX_TX_BYTES}"
             return self._reject(digest, Code.TX_TOO_LARGE, reason)
@@ -239,9 +241,10 @@ class Mempool:
             return self._reject(digest, MempoolCode.MEMPOOL_FULL, full)
         return None
 
-    def add_verified(self, raw: bytes, v: Verified) -> Admission:
-        """Admit ``raw`` given its stateless verdict ``v`` (from node.verify)."""
-        if v.hash != tx_hash(raw):
+    def add_verified(self, raw: bytes, v: Verified, digest: bytes | None = None) -> Admission:
+        """Admit ``raw`` given its stateless verdict ``v`` (from node.verify); ``digest``:
+        ``tx_hash(raw)`` when the caller has it already."""
+        if v.hash != (tx_hash(raw) if digest is None else digest):
             raise ValueError("verification result does not belong to this tx")
         if v.code != Code.OK:
             if v.code in _PERMANENT:

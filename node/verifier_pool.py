@@ -18,7 +18,8 @@ Theory of operation
   queued batch. This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
   cost the owner ~200 us of CPU per batch (and GIL hand-offs with the consensus thread);
   here it is one pickle, one write, one read and one unpickle.
-- ``verify_async_unless`` takes a skip test that runs when a batch leaves the queue: under
+- ``verify_async_unless`` takes a skip test (on a key per tx, the node passes tx hashes)
+  that runs when a batch leaves the queue: under
   load a batch can wait while the block holding its txs is decided and executed (which
   checks them inline), and the node then skips those instead of verifying them twice.
 - A worker that dies (EOF on its pipe) breaks the pool: every job in flight or queued
@@ -84,6 +85,7 @@ def _context() -> multiprocessing.context.BaseContext:
 class _Job:
     txs: list[bytes]
     future: asyncio.Future[list[Verified | None]]
+    keys: list[bytes] | None  # what `skip` is asked about, one per tx
     skip: Callable[[bytes], bool] | None
     size: int  # bytes of txs: what the pipe must hold
     payload: bytes = b""  # pickled at dispatch, after `skip` dropped what no longer needs checking
@@ -197,14 +199,15 @@ class VerifierPool:
     async def verify_async(self, txs: Sequence[bytes]) -> list[Verified]:
         """For the asyncio node: results in the order of ``txs``; never blocks the loop on a
         worker (only on writing a batch into a pipe that has room for it)."""
-        results = await self.verify_async_unless(txs, None)
+        results = await self.verify_async_unless(txs, None, None)
         return [v for v in results if v is not None]
 
     async def verify_async_unless(
-        self, txs: Sequence[bytes], skip: Callable[[bytes], bool] | None
+        self, txs: Sequence[bytes], keys: Sequence[bytes] | None, skip: Callable[[bytes], bool] | None
     ) -> list[Verified | None]:
-        """``verify_async``, except that a tx for which ``skip(tx)`` is true when its batch
-        leaves the queue for a worker is not checked (None in its place). Under load a batch
+        """``verify_async``, except that a tx for which ``skip(key)`` (its entry in ``keys``, e.g.
+        its hash) is true when its batch leaves the queue for a worker is not checked (None in
+        its place). Under load a batch
         can wait in the queue while the block holding its txs is decided and executed (which
         checks them itself): the node skips what is already committed instead of paying twice."""
         workers = self._started()
@@ -212,8 +215,11 @@ class VerifierPool:
         futures = []
         for start in range(0, len(txs), self.batch_max):
             chunk = list(txs[start : start + self.batch_max])
+            chunk_keys = list(keys[start : start + self.batch_max]) if keys is not None and skip else None
             future: asyncio.Future[list[Verified | None]] = loop.create_future()
-            self._queue.append(_Job(chunk, future, skip, sum(map(len, chunk)) + 8 * len(chunk)))
+            size = sum(map(len, chunk)) + 8 * len(chunk)
+            job_skip = skip if chunk_keys is not None else None
+            self._queue.append(_Job(chunk, future, chunk_keys, job_skip, size))
             futures.append(future)
         self._dispatch(workers, loop)
         batches = await asyncio.gather(*futures)
@@ -279,9 +285,9 @@ class VerifierPool:
         """Apply the job's skip test and pickle what is left; False (and the job answered)
         when nothing is."""
         txs = job.txs
-        if job.skip is not None:
+        if job.skip is not None and job.keys is not None:
             skip = job.skip
-            sent = [i for i, raw in enumerate(txs) if not skip(raw)]
+            sent = [i for i, key in enumerate(job.keys) if not skip(key)]
             if len(sent) < len(txs):
                 if not sent:
                     job.future.set_result([None] * len(txs))

@@ -375,9 +375,9 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
             release = asyncio.Event()
             real_verify = engine.verifier.verify_async_unless
 
-            async def slow_verify(txs: Sequence[bytes], skip: object) -> list[object]:
+            async def slow_verify(txs: Sequence[bytes], keys: object, skip: object) -> list[object]:
                 await release.wait()
-                return await real_verify(txs, skip)  # type: ignore[arg-type,return-value]
+                return await real_verify(txs, keys, skip)  # type: ignore[arg-type,return-value]
 
             engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
             signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
