@@ -106,10 +106,10 @@ class LocalNetwork:
         return {k: e.height() for k, e in self.hub.others(self.me)}
 
 
-def make_engine(root: Path, chain: ChainConfig, key: Key) -> Engine:
+def make_engine(root: Path, chain: ChainConfig, key: Key, config: NodeConfig = CONFIG) -> Engine:
     home = NodeHome(root)
     home.ensure_dirs()
-    return Engine(chain, CONFIG, home, key)
+    return Engine(chain, config, home, key)
 
 
 async def wait_until(predicate: object, timeout: float = 30.0) -> None:
@@ -234,9 +234,7 @@ def test_commit_pause_is_skipped_only_while_txs_wait(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         chain = chain_config(1)
-        home = NodeHome(tmp_path)
-        home.ensure_dirs()
-        engine = Engine(chain, config, home, VALIDATORS[0])
+        engine = make_engine(tmp_path, chain, VALIDATORS[0], config)
         await engine.start()
         try:
             await wait_until(lambda: engine.height() >= 1)
@@ -271,9 +269,7 @@ def test_commit_pause_counts_from_the_decision(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         chain = chain_config(1)
-        home = NodeHome(tmp_path)
-        home.ensure_dirs()
-        engine = Engine(chain, config, home, VALIDATORS[0])
+        engine = make_engine(tmp_path, chain, VALIDATORS[0], config)
         scheduled: list[tuple[int, object]] = []
         real_schedule, real_finalize = engine._schedule, engine.app.finalize_block
 
@@ -307,9 +303,7 @@ def test_a_dead_verifier_worker_is_replaced(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         chain = chain_config(1)
-        home = NodeHome(tmp_path)
-        home.ensure_dirs()
-        engine = Engine(chain, CONFIG, home, VALIDATORS[0])
+        engine = make_engine(tmp_path, chain, VALIDATORS[0])
         await engine.start()
         try:
             await wait_until(lambda: engine.height() >= 1)
@@ -365,9 +359,7 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
 
     async def scenario() -> None:
         chain = chain_config(1)
-        home = NodeHome(tmp_path)
-        home.ensure_dirs()
-        engine = Engine(chain, CONFIG, home, VALIDATORS[0])
+        engine = make_engine(tmp_path, chain, VALIDATORS[0])
         network = TxRecorder()
         engine.attach_network(network)
         await engine.start()
