@@ -13,15 +13,15 @@ Theory of operation
   verified, one waiting in the pipe, so a worker never idles between batches); a busy
   worker only takes a batch that fits in ``PIPE_ROOM`` bytes with what it was already sent,
   so a send never waits on a full pipe behind a batch being verified (an idle worker reads
-  at once). The rest wait in the pool's queue. Replies are read by an
-  event-loop reader callback on each pipe (``loop.add_reader``), which also sends the next
-  queued batch. This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
+  at once). The rest wait in the pool's queue. Replies are read by an event-loop reader
+  callback on each pipe (``loop.add_reader``), which also sends the next queued batch.
+  This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
   cost the owner ~200 us of CPU per batch (and GIL hand-offs with the consensus thread);
   here it is one pickle, one write, one read and one unpickle.
-- ``verify_async_unless`` takes a skip test (on a key per tx, the node passes tx hashes)
-  that runs when a batch leaves the queue: under
-  load a batch can wait while the block holding its txs is decided and executed (which
-  checks them inline), and the node then skips those instead of verifying them twice.
+- ``verify_async_unless`` takes a skip test (on a key per tx; the node passes tx hashes)
+  that runs when a batch leaves the queue: under load a batch can wait while the block
+  holding its txs is decided and executed (which checks them inline), and the node then
+  skips those instead of verifying them twice.
 - A worker that dies (EOF on its pipe) breaks the pool: every job in flight or queued
   fails with ``VerifierUnavailable``, as do later calls; the owner decides what to do.
   A worker exits on EOF too, so it never outlives a node killed with ``kill -9``.
@@ -151,8 +151,7 @@ class VerifierPool:
                 worker.conn.send_bytes(_PING)
             return [pickle.loads(worker.conn.recv_bytes()) for worker in workers]  # noqa: S301
         except (EOFError, OSError) as exc:
-            self._break(f"a verifier worker died: {exc!r}")
-            raise VerifierUnavailable(f"a verifier worker died: {exc!r}") from exc
+            raise self._died(exc) from exc
 
     def close(self) -> None:
         if self._failure is None:
@@ -190,8 +189,7 @@ class VerifierPool:
                 for worker, _ in zip(workers, group, strict=False):
                     out.extend(pickle.loads(worker.conn.recv_bytes()))  # noqa: S301
         except (EOFError, OSError) as exc:
-            self._break(f"a verifier worker died: {exc!r}")
-            raise VerifierUnavailable(f"a verifier worker died: {exc!r}") from exc
+            raise self._died(exc) from exc
         return out
 
     # ------------------------------------------------------------------ asyncio use
@@ -207,9 +205,9 @@ class VerifierPool:
     ) -> list[Verified | None]:
         """``verify_async``, except that a tx for which ``skip(key)`` (its entry in ``keys``, e.g.
         its hash) is true when its batch leaves the queue for a worker is not checked (None in
-        its place). Under load a batch
-        can wait in the queue while the block holding its txs is decided and executed (which
-        checks them itself): the node skips what is already committed instead of paying twice."""
+        its place). Under load a batch can wait in the queue while the block holding its txs is
+        decided and executed (which checks them itself): the node skips what is already
+        committed instead of paying twice."""
         workers = self._started()
         loop = asyncio.get_running_loop()
         futures = []
@@ -254,7 +252,7 @@ class VerifierPool:
                 worker.conn.send_bytes(job.payload)
             except OSError as exc:
                 self._queue.appendleft(job)
-                self._break(f"a verifier worker died: {exc!r}")
+                self._died(exc)
                 return
             worker.in_flight.append(job)
 
@@ -262,7 +260,7 @@ class VerifierPool:
         try:
             reply = worker.conn.recv_bytes()
         except (EOFError, OSError) as exc:
-            self._break(f"a verifier worker died: {exc!r}")
+            self._died(exc)
             return
         if not worker.in_flight:
             self._break("a verifier worker answered a request it was not sent")
@@ -308,6 +306,12 @@ class VerifierPool:
             if not worker.loop.is_closed():
                 worker.loop.remove_reader(worker.conn.fileno())
             worker.loop = None
+
+    def _died(self, exc: BaseException) -> VerifierUnavailable:
+        """A worker's pipe failed: break the pool; the error for callers that raise."""
+        reason = f"a verifier worker died: {exc!r}"
+        self._break(reason)
+        return VerifierUnavailable(reason)
 
     def _break(self, reason: str) -> None:
         if self._failure is None:
