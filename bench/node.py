@@ -161,6 +161,29 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+def write_timeline(path: Path, go: float, submitted: dict[bytes, float], watcher: CommitWatcher) -> None:
+    """One JSON line per second since go: submissions, their latency p50/p99, blocks and txs committed."""
+    seconds: dict[int, list[float]] = {}
+    for digest, at in submitted.items():
+        if digest in watcher.committed:
+            seconds.setdefault(int(at - go), []).append((watcher.committed[digest] - at) * 1000)
+    blocks: dict[int, list[int]] = {}
+    for at, txs in watcher.blocks:
+        blocks.setdefault(int(at - go), []).append(txs)
+    with path.open("a") as out:
+        for second in sorted(set(seconds) | set(blocks)):
+            lat = sorted(seconds.get(second, []))
+            row = {
+                "s": second,
+                "submitted": len(lat),
+                "p50": round(percentile(lat, 0.5), 1) if lat else None,
+                "p99": round(percentile(lat, 0.99), 1) if lat else None,
+                "blocks": len(blocks.get(second, [])),
+                "block_txs": blocks.get(second, []),
+            }
+            out.write(json.dumps(row) + "\n")
+
+
 def run_step(
     plan: Plan, workdir: Path, rate: float, args: argparse.Namespace, step: int, verify_rate: float
 ) -> dict[str, Any]:
@@ -235,6 +258,8 @@ def run_step(
     )
     submitted_in_window = sum(1 for at in submitted.values() if window[0] <= at < window[1])
     blocks_in_window = [txs for at, txs in watcher.blocks if window[0] <= at < window[1]]
+    if args.timeline:
+        write_timeline(Path(args.timeline), go, submitted, watcher)
     committed_rate = len(committed_in_window) / args.measure
     admissions: dict[str, int] = {}
     for final in finals:
@@ -348,6 +373,7 @@ def main() -> None:
     parser.add_argument("--batch-ms", type=int, default=50)
     parser.add_argument("--p99-limit-ms", type=float, default=500.0)
     parser.add_argument("--keep", action="store_true", help="keep the network directories (logs)")
+    parser.add_argument("--timeline", default="", help="append per-second latency/blocks JSON lines here")
     parser.add_argument(
         "--verify-nice", type=int, default=None, help="the nodes' mempool.verify_nice (A/B)"
     )

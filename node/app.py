@@ -92,6 +92,7 @@ class Finalized:
     raw: bytes
     result: BlockResult
     hashes: list[bytes]  # tx_hash of each tx
+    verified_inline: int = 0  # txs whose signatures the execution checked (not known to verify)
 
 
 class ProposalRejected(ValueError):
@@ -201,10 +202,9 @@ class Application:
         header = block.header
         if header.height != self.state.height + 1:
             raise ValueError(f"finalize of height {header.height} on top of {self.state.height}")
-        result = apply_block(
-            self.state, stf_header(header), list(block.txs), verify_signature, self.verified.flags(hashes)
-        )
-        return Finalized(block, raw, result, hashes)
+        flags = self.verified.flags(hashes)
+        result = apply_block(self.state, stf_header(header), list(block.txs), verify_signature, flags)
+        return Finalized(block, raw, result, hashes, len(flags) - sum(flags))
 
     def commit(self, finalized: Finalized, certificate: bytes) -> block_pb2.CommittedBlock:
         height = finalized.block.header.height

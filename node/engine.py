@@ -317,15 +317,22 @@ class Engine:
         if self.app.height < height:
             with self._span("block.commit", height=height, round=decide.round):
                 finalized = self.app.finalize_block(decide.block)
+                executed = time.perf_counter()
                 committed = self.app.commit(finalized, decide.certificate.encode())
+            stored = time.perf_counter()
             self._update_mempool(committed)
+            done = time.perf_counter()
             self._note(
                 "commit",
                 {
                     "height": height,
                     "round": decide.round,
                     "txs": len(committed.block.txs),
-                    "apply_s": time.perf_counter() - started,
+                    "verified_inline": finalized.verified_inline,
+                    "apply_s": done - started,
+                    "execute_s": executed - started,
+                    "store_s": stored - executed,
+                    "mempool_s": done - stored,
                     "block_time_ms": committed.block.header.time_ms,
                 },
             )

@@ -65,6 +65,10 @@ def connect_metrics(engine: Engine, metrics: NodeMetrics) -> None:
             metrics.height.set(float(fields["height"]))  # type: ignore[arg-type]
             metrics.block_txs.observe(float(fields["txs"]))  # type: ignore[arg-type]
             metrics.block_apply_latency.observe(float(fields["apply_s"]))  # type: ignore[arg-type]
+            for stage in ("execute", "store", "mempool"):
+                seconds = float(fields[f"{stage}_s"])  # type: ignore[arg-type]
+                metrics.block_stage_latency.labels(stage=stage).observe(seconds)
+            metrics.txs_verified_inline.inc(float(fields["verified_inline"]))  # type: ignore[arg-type]
             if state["last_commit"]:
                 metrics.block_interval.observe(now - state["last_commit"])
             metrics.commit_latency.observe(now - state["height_started"])

@@ -112,6 +112,14 @@ class NodeMetrics:
         self.block_apply_latency = Histogram("ita_block_apply_latency_seconds",
                                              "Applying one block through the STF.",
                                              buckets=_LATENCY_BUCKETS, registry=r)
+        self.block_stage_latency = Histogram("ita_block_stage_seconds",
+                                             "One stage of committing a block: execute (STF, signatures "
+                                             "not verified before), store (block, results, snapshot), "
+                                             "mempool (evict and recheck).",
+                                             ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.txs_verified_inline = Counter("ita_block_txs_verified_inline",
+                                           "Committed txs whose signatures the block execution checked "
+                                           "itself (not verified by the mempool beforehand).", registry=r)
         self.tx_admissions = Counter("ita_tx_admissions", "Client-submitted txs by admission status.",
                                      ["status"], registry=r)
         # peers

@@ -132,6 +132,8 @@ def test_single_validator_commits_and_applies_txs(tmp_path: Path) -> None:
     async def scenario() -> None:
         chain = chain_config(1)
         engine = make_engine(tmp_path, chain, VALIDATORS[0])
+        commits: list[dict[str, object]] = []
+        engine.observers.append(lambda event, fields: commits.append(fields) if event == "commit" else None)
         await engine.start()
         try:
             await wait_until(lambda: engine.height() >= 3)
@@ -139,6 +141,13 @@ def test_single_validator_commits_and_applies_txs(tmp_path: Path) -> None:
             [admission] = await engine.submit_txs([signer.sign(order("sell", 600_000, 20))])
             assert admission.accepted, admission
             await wait_until(lambda: len(engine.app.state.orders) == 1)
+            # the commit note: stage times add up, and the mempool had verified the order already
+            with_txs = [c for c in commits if c["txs"]]
+            assert with_txs and all(c["verified_inline"] == 0 for c in with_txs), with_txs
+            for c in commits:
+                stages = [c["execute_s"], c["store_s"], c["mempool_s"]]
+                assert all(isinstance(x, float) and x >= 0 for x in stages), c
+                assert abs(sum(stages) - c["apply_s"]) < 1e-6, c  # type: ignore[operator, arg-type]
             [dup] = await engine.submit_txs([signer.sign(order("sell", 600_000, 20))])
             assert dup.accepted
             [bad] = await engine.submit_txs([b"garbage"])

@@ -34,6 +34,8 @@ EXPECTED = {
     "ita_mempool_bytes": "gauge",
     "ita_tx_verify_latency_seconds": "histogram",
     "ita_block_apply_latency_seconds": "histogram",
+    "ita_block_stage_seconds": "histogram",
+    "ita_block_txs_verified_inline": "counter",
     "ita_tx_admissions": "counter",
     "ita_peers_connected": "gauge",
     "ita_peer_messages_received": "counter",
@@ -59,6 +61,8 @@ def exercised_metrics() -> NodeMetrics:
     m.mempool_bytes.set(4096)
     m.tx_verify_latency.observe(0.002)
     m.block_apply_latency.observe(0.01)
+    m.block_stage_latency.labels(stage="execute").observe(0.008)
+    m.txs_verified_inline.inc(7)
     m.tx_admissions.labels(status="ok").inc()
     m.peers_connected.set(2)
     m.peer_messages_received.labels(kind="consensus").inc()
@@ -83,6 +87,8 @@ def test_exposition_parses_with_every_metric_typed_and_documented() -> None:
     assert "ita_consensus_rounds_total 3.0" in text
     assert 'ita_peer_handshake_failures_total{reason="wrong_chain"} 1.0' in text
     assert "ita_block_interval_seconds_bucket" in text
+    assert 'ita_block_stage_seconds_count{stage="execute"} 1.0' in text
+    assert "ita_block_txs_verified_inline_total 7.0" in text
     assert "_created" not in text  # no creation-timestamp series
 
 

@@ -93,6 +93,7 @@ def test_finalize_verifies_only_the_txs_not_known_to_verify(tmp_path: Path) -> N
         finalized = app.finalize_block(raw)
     assert [r.code for r in finalized.result.results] == [Code.OK, Code.OK, Code.BAD_SIGNATURE]
     assert len(checked) == 2  # the known tx was not verified again
+    assert finalized.verified_inline == 2  # what ita_block_txs_verified_inline counts
     store.close()
 
 
