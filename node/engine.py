@@ -22,7 +22,8 @@ Theory of operation (DESIGN.md principles 6-8)
   the WAL's inputs for the height in progress are replayed into a fresh core (its outputs
   re-armed: timers, broadcasts, pending proposals/validations), the votes the guard signed
   last are fed back, and the node rejoins. If the store already holds the WAL's height (a
-  crash between commit and sealing), the WAL is sealed instead of replayed.
+  crash between commit and sealing, or a marker lost with unsynced writes), the WAL is sealed
+  instead of replayed.
 - Block sync: peers announce their heights; when one is ahead we request the missing
   committed blocks and feed each as `CertifiedBlock` to the core, which verifies its
   commit certificate against the validator set and decides the height directly.
@@ -337,8 +338,8 @@ class Engine:
                 },
             )
         assert self.wal is not None
-        self.wal.end_height(height)  # syncs whatever was still buffered, then seals the height
-        self.wal_unsynced = False
+        self.wal.end_height(height)  # the marker; not synced: the store's synced write committed h
+        self.wal_unsynced = False  # the Decide above synced every input
         self.last_commit_at = time.monotonic()
         self.own_messages = []
         self.sync_buffer.pop(height, None)

@@ -1,4 +1,4 @@
-"""Consensus write-ahead log: CRC-framed records, one segment file per height.
+"""Consensus write-ahead log: CRC-framed records in segment files of many heights each.
 
 Theory of operation
 -------------------
@@ -11,16 +11,21 @@ Record framing (all integers big-endian)::
 ``length`` counts the payload (kind byte included), so it is >= 1: a run of
 zero bytes (a file extended but never written) is never a valid record.
 
-Segments: ``DIR/{height:020d}.wal`` holds the inputs of consensus at
-``height`` and, once the node has made block ``height`` durable in its block
-store, ends with ``END_HEIGHT(height)``. ``end_height(h)`` appends the marker,
-fsyncs, creates segment ``h+1`` (fsync of the directory) and deletes every
-segment below ``h``: the current and the previous height are kept.
+Segments: ``DIR/{first:020d}.wal`` holds the heights ``first, first+1, ...``
+in order: the inputs of consensus at a height, then ``END_HEIGHT(height)``
+once the node has made block ``height`` durable in its block store, then the
+next height's inputs. ``end_height(h)`` appends the marker and hands it to the
+OS without an fsync (see Durability). A segment is closed (fsynced) and a new
+one started at the next height once it holds ``max_heights`` sealed heights or
+``max_bytes`` bytes; only the current and the previous segment are kept. So a
+height costs no file creation, directory fsync or unlink: those happen once
+per segment (``max_heights=1`` gives one segment per height).
 
 Invariants checked on open (``Wal.open``):
-- every segment but the last ends with its own END_HEIGHT marker, and no
-  segment has records after its marker;
-- a bad record in a sealed segment, or a bad record in the last segment that
+- the END_HEIGHT markers of a segment are ``first, first+1, ...`` in order;
+  every segment but the last ends with a marker, and the next segment starts
+  at the height after it;
+- a bad record in a closed segment, or a bad record in the last segment that
   is followed by a valid one, is *corruption in the middle*:
   ``WalCorruptError``, and the node must stop. "Followed" means a valid
   record starting at any byte offset past the bad record's claimed end (its
@@ -35,12 +40,17 @@ Invariants checked on open (``Wal.open``):
 Replay: ``WalRecovery.inputs`` are the INPUT payloads after the last END
 marker, i.e. those of the height in progress (``WalRecovery.height``), in the
 order they were appended. If the block store already holds that height
-(crash between the store's commit and ``end_height``), the node calls
-``end_height(height)`` instead of replaying.
+(crash between the store's commit and ``end_height``, or a marker that never
+reached the disk), the node calls ``end_height(height)`` instead of replaying.
 
 Durability: ``append`` only buffers; ``flush_and_sync`` writes and fsyncs.
 The node syncs before acting on an input it must not forget (before signing
-or broadcasting anything that depends on it).
+or broadcasting anything that depends on it). END_HEIGHT markers are not
+synced on their own: the block store's synced write of the block is what
+makes a height committed, and the next sync (the next height's first
+broadcast, or closing the segment) carries the marker to the disk anyway.
+Losing it in a power cut leaves the height's inputs at the tail, which the
+node seals from its store as above.
 """
 
 from __future__ import annotations
@@ -73,6 +83,8 @@ log = logging.getLogger("ita.node.wal")
 KIND_INPUT: Final = 1
 KIND_END_HEIGHT: Final = 2
 MAX_RECORD_BYTES: Final = 64 * 1024 * 1024
+SEGMENT_MAX_HEIGHTS: Final = 1_000  # sealed heights per segment before the next one starts
+SEGMENT_MAX_BYTES: Final = 16 * 1024 * 1024  # bounds a segment (and the scan of the last one on open)
 _HEADER = struct.Struct(">II")
 _SEGMENT_RE = re.compile(r"(\d{20})\.wal")
 _KIND_BYTES = re.compile(rb"[\x01\x02]")
@@ -186,29 +198,55 @@ def _segments(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def _check_markers(height: int, name: str, records: list[_Record], sealed: bool) -> None:
-    for i, rec in enumerate(records):
+def _check_markers(first: int, name: str, records: list[_Record], closed: bool) -> int:
+    """How many heights the segment seals (its END_HEIGHT markers must be first, first+1, ...)."""
+    sealed = 0
+    for rec in records:
         if rec.kind != KIND_END_HEIGHT:
             continue
         marked = int.from_bytes(rec.body, "big")
-        if marked != height:
-            raise WalCorruptError(f"WAL segment {name} holds END_HEIGHT({marked}) at byte {rec.offset}")
-        if i != len(records) - 1:
-            raise WalCorruptError(f"WAL segment {name} has records after its END_HEIGHT marker")
-    if sealed and (not records or records[-1].kind != KIND_END_HEIGHT):
-        raise WalCorruptError(f"WAL segment {name} has a newer segment after it but no END_HEIGHT marker")
+        if marked != first + sealed:
+            raise WalCorruptError(
+                f"WAL segment {name} holds END_HEIGHT({marked}) at byte {rec.offset}, "
+                f"expected END_HEIGHT({first + sealed})"
+            )
+        sealed += 1
+    if closed and (not records or records[-1].kind != KIND_END_HEIGHT):
+        raise WalCorruptError(
+            f"WAL segment {name} has a newer segment after it but no END_HEIGHT marker at its end"
+        )
+    return sealed
 
 
 class Wal:
     """Append-only consensus WAL in ``directory``; use ``Wal.open`` to recover and position it."""
 
-    def __init__(self, directory: Path, height: int, handle: BinaryIO) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        height: int,
+        handle: BinaryIO,
+        first: int,
+        max_heights: int = SEGMENT_MAX_HEIGHTS,
+        max_bytes: int = SEGMENT_MAX_BYTES,
+    ) -> None:
+        if max_heights < 1 or max_bytes < 1:
+            raise ValueError("a WAL segment must hold at least one height and one byte")
         self.directory = directory
-        self.height = height
+        self.height = height  # the height in progress
+        self.first = first  # the current segment's first height
+        self.max_heights = max_heights
+        self.max_bytes = max_bytes
         self._handle: BinaryIO | None = handle
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], initial_height: int = 1) -> tuple[Wal, WalRecovery]:
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        initial_height: int = 1,
+        max_heights: int = SEGMENT_MAX_HEIGHTS,
+        max_bytes: int = SEGMENT_MAX_BYTES,
+    ) -> tuple[Wal, WalRecovery]:
         """Recover the WAL (truncating a torn tail) and open it for appending.
 
         ``initial_height`` names the first segment of a fresh (empty) WAL.
@@ -217,18 +255,24 @@ class Wal:
         path.mkdir(parents=True, exist_ok=True)
         segments = _segments(path)
         if not segments:
-            wal = cls._start_segment(path, initial_height)
+            handle = cls._create_segment(path, initial_height)
+            wal = cls(path, initial_height, handle, initial_height, max_heights, max_bytes)
             return wal, WalRecovery(height=initial_height, last_end_height=None)
-        for (height, seg), (next_height, _) in zip(segments, segments[1:], strict=False):
-            if next_height != height + 1:
-                raise WalCorruptError(f"WAL segments jump from {seg.name} to height {next_height}")
+        for (first, seg), (next_first, _) in zip(segments, segments[1:], strict=False):
             records, _, _ = _scan(seg.read_bytes(), seg.name, last_segment=False)
-            _check_markers(height, seg.name, records, sealed=True)
-        height, seg = segments[-1]
+            sealed = _check_markers(first, seg.name, records, closed=True)
+            if next_first != first + sealed:
+                raise WalCorruptError(
+                    f"WAL segments jump from {seg.name} (sealed up to height {first + sealed - 1}) "
+                    f"to height {next_first}"
+                )
+        first, seg = segments[-1]
         data = seg.read_bytes()
         records, torn_at, reason = _scan(data, seg.name, last_segment=True)
-        _check_markers(height, seg.name, records, sealed=False)
-        recovery = WalRecovery(height=height, last_end_height=height - 1 if len(segments) > 1 else None)
+        sealed = _check_markers(first, seg.name, records, closed=False)
+        height = first + sealed
+        previous_end = height - 1 if sealed or len(segments) > 1 else None
+        recovery = WalRecovery(height=height, last_end_height=previous_end)
         if torn_at is not None:
             recovery.truncated_bytes = len(data) - torn_at
             recovery.tail_error = reason
@@ -238,21 +282,17 @@ class Wal:
                 handle.truncate(torn_at)
                 handle.flush()
                 os.fsync(handle.fileno())
-        if records and records[-1].kind == KIND_END_HEIGHT:
-            recovery.last_end_height = height
-            recovery.height = height + 1
-            wal = cls._start_segment(path, height + 1)
-            wal._trim()
-            return wal, recovery
-        recovery.inputs = [rec.body for rec in records]
-        return cls(path, height, open(seg, "ab")), recovery
+        last_end = max((i for i, rec in enumerate(records) if rec.kind == KIND_END_HEIGHT), default=-1)
+        recovery.inputs = [rec.body for rec in records[last_end + 1 :]]
+        wal = cls(path, height, open(seg, "ab"), first, max_heights, max_bytes)
+        return wal, recovery
 
-    @classmethod
-    def _start_segment(cls, directory: Path, height: int) -> Wal:
-        handle = open(directory / segment_name(height), "ab")
+    @staticmethod
+    def _create_segment(directory: Path, first: int) -> BinaryIO:
+        handle = open(directory / segment_name(first), "ab")
         os.fsync(handle.fileno())
         fsync_dir(directory)
-        return cls(directory, height, handle)
+        return handle
 
     def _file(self) -> BinaryIO:
         if self._handle is None:
@@ -269,22 +309,27 @@ class Wal:
         os.fsync(handle.fileno())
 
     def end_height(self, height: int) -> None:
-        """Seal the current segment with END_HEIGHT(height), start segment height+1, drop older ones."""
+        """Append END_HEIGHT(height) (written, not synced: see Durability); start a new segment when full."""
         if height != self.height:
             raise ValueError(f"end_height({height}) but the WAL is at height {self.height}")
         handle = self._file()
         handle.write(encode_record(KIND_END_HEIGHT, height.to_bytes(8, "big")))
-        self.flush_and_sync()
-        handle.close()
-        self._handle = None
-        successor = self._start_segment(self.directory, height + 1)
-        self._handle, self.height = successor._handle, successor.height
-        self._trim()
+        handle.flush()
+        self.height = height + 1
+        if self.height - self.first >= self.max_heights or handle.tell() >= self.max_bytes:
+            self._next_segment()
 
-    def _trim(self) -> None:
+    def _next_segment(self) -> None:
+        """Close the current segment (fsync), start one at the height in progress, drop older ones."""
+        self.flush_and_sync()
+        self._file().close()
+        self._handle = None
+        previous = self.first
+        self._handle = self._create_segment(self.directory, self.height)
+        self.first = self.height
         removed = False
-        for height, seg in _segments(self.directory):
-            if height < self.height - 1:
+        for first, seg in _segments(self.directory):
+            if first < previous:
                 seg.unlink()
                 removed = True
         if removed:

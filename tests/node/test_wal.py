@@ -49,21 +49,46 @@ def test_record_framing() -> None:
     assert record == (4).to_bytes(4, "big") + zlib.crc32(b"\x01abc").to_bytes(4, "big") + b"\x01abc"
 
 
-def test_end_height_starts_next_segment_and_keeps_two(tmp_path: Path) -> None:
+def end(height: int) -> tuple[int, bytes]:
+    return (KIND_END_HEIGHT, height.to_bytes(8, "big"))
+
+
+def test_heights_share_a_segment_until_it_is_full(tmp_path: Path) -> None:
     directory = tmp_path / "wal"
-    wal, _ = Wal.open(directory)
-    for height in range(1, 6):
+    wal, _ = Wal.open(directory, max_heights=3)
+    for height in range(1, 9):
         wal.append(b"in-%d" % height)
         wal.end_height(height)
         assert wal.height == height + 1
-    wal.append(b"in-6")
+    wal.append(b"in-9")
     wal.close()
-    assert sorted(p.name for p in directory.iterdir()) == [segment_name(5), segment_name(6)]
-    assert list(iter_segment(directory / segment_name(5))) == [
-        (KIND_INPUT, b"in-5"), (KIND_END_HEIGHT, (5).to_bytes(8, "big")),
+    # segments start at 1, 4 and 7; only the current one and the one before it are kept
+    assert sorted(p.name for p in directory.iterdir()) == [segment_name(4), segment_name(7)]
+    assert list(iter_segment(directory / segment_name(4))) == [
+        (KIND_INPUT, b"in-4"), end(4), (KIND_INPUT, b"in-5"), end(5), (KIND_INPUT, b"in-6"), end(6),
     ]
-    _, rec = Wal.open(directory)
-    assert (rec.height, rec.last_end_height, rec.inputs) == (6, 5, [b"in-6"])
+    assert list(iter_segment(directory / segment_name(7))) == [
+        (KIND_INPUT, b"in-7"), end(7), (KIND_INPUT, b"in-8"), end(8), (KIND_INPUT, b"in-9"),
+    ]
+    wal, rec = Wal.open(directory, max_heights=3)
+    assert (rec.height, rec.last_end_height, rec.inputs) == (9, 8, [b"in-9"])
+    wal.end_height(9)  # the segment is full: the next height starts a new one
+    wal.close()
+    assert sorted(p.name for p in directory.iterdir()) == [segment_name(7), segment_name(10)]
+    assert Wal.open(directory)[1].height == 10
+
+
+def test_a_segment_also_ends_at_its_byte_limit(tmp_path: Path) -> None:
+    directory = tmp_path / "wal"
+    wal, _ = Wal.open(directory, max_bytes=100)
+    wal.append(b"x" * 60)
+    wal.end_height(1)  # 68 + 17 bytes: still room
+    wal.append(b"y" * 10)
+    wal.end_height(2)  # past 100 bytes: height 3 starts a segment
+    wal.close()
+    assert sorted(p.name for p in directory.iterdir()) == [segment_name(1), segment_name(3)]
+    with pytest.raises(ValueError, match="at least one height"):
+        Wal.open(directory, max_heights=0)
 
 
 def test_reopen_right_after_end_height(tmp_path: Path) -> None:
@@ -72,13 +97,28 @@ def test_reopen_right_after_end_height(tmp_path: Path) -> None:
     wal.append(b"x")
     wal.end_height(3)
     wal.close()
-    (directory / segment_name(4)).unlink()  # crash before the next segment was created
     wal, rec = Wal.open(directory)
     assert (rec.height, rec.last_end_height, rec.inputs) == (4, 3, [])
-    assert (directory / segment_name(4)).exists()
     with pytest.raises(ValueError, match="WAL is at height 4"):
         wal.end_height(3)
+    wal.append(b"y")  # height 4 goes on in the same segment
     wal.close()
+    assert [p.name for p in directory.iterdir()] == [segment_name(3)]
+    assert Wal.open(directory)[1].inputs == [b"y"]
+
+
+def test_a_fresh_segment_lost_before_its_first_record(tmp_path: Path) -> None:
+    directory = tmp_path / "wal"
+    wal, _ = Wal.open(directory, max_heights=1)
+    wal.append(b"a")
+    wal.end_height(1)
+    wal.close()
+    (directory / segment_name(2)).unlink()  # crash after closing segment 1, before segment 2 existed
+    wal, rec = Wal.open(directory, max_heights=1)
+    assert (rec.height, rec.last_end_height, rec.inputs) == (2, 1, [])
+    wal.append(b"b")
+    wal.close()
+    assert Wal.open(directory)[1].inputs == [b"b"]
 
 
 def test_torn_last_record_at_every_byte_offset(tmp_path: Path) -> None:
@@ -107,7 +147,6 @@ def test_torn_end_height_marker(tmp_path: Path) -> None:
     wal.append(b"a")
     wal.end_height(1)
     wal.close()
-    (directory / segment_name(2)).unlink()
     seg = directory / segment_name(1)
     seg.write_bytes(seg.read_bytes()[:-3])
     wal, rec = Wal.open(directory)
@@ -115,6 +154,21 @@ def test_torn_end_height_marker(tmp_path: Path) -> None:
     wal.end_height(1)  # the node finds block 1 in its store and seals the height
     wal.close()
     assert Wal.open(directory)[1].height == 2
+
+
+def test_a_lost_marker_after_sealed_heights(tmp_path: Path) -> None:
+    # a power cut: END_HEIGHT(2) was written but never synced; height 1 stays sealed
+    directory = tmp_path / "wal"
+    wal, _ = Wal.open(directory)
+    for height in (1, 2):
+        wal.append(b"in-%d" % height)
+        wal.end_height(height)
+    wal.close()
+    seg = directory / segment_name(1)
+    seg.write_bytes(seg.read_bytes()[: -len(encode_record(KIND_END_HEIGHT, bytes(8)))])
+    wal, rec = Wal.open(directory)
+    assert (rec.height, rec.last_end_height, rec.inputs) == (2, 1, [b"in-2"])
+    wal.close()
 
 
 def flip(path: Path, offset: int) -> None:
@@ -157,7 +211,7 @@ def test_zero_filled_tail_is_a_torn_write(tmp_path: Path) -> None:
 
 def test_damage_in_a_sealed_segment_is_corruption(tmp_path: Path) -> None:
     directory = tmp_path / "wal"
-    wal, _ = Wal.open(directory)
+    wal, _ = Wal.open(directory, max_heights=1)
     wal.append(b"a")
     wal.append(b"b")
     wal.end_height(1)
@@ -169,7 +223,7 @@ def test_damage_in_a_sealed_segment_is_corruption(tmp_path: Path) -> None:
     with pytest.raises(WalCorruptError, match=segment_name(1)):
         Wal.open(directory)
     sealed.write_bytes(original[: len(encode_record(KIND_INPUT, b"a")) * 2])  # marker missing
-    with pytest.raises(WalCorruptError, match="no END_HEIGHT marker"):
+    with pytest.raises(WalCorruptError, match="no END_HEIGHT marker at its end"):
         Wal.open(directory)
 
 
@@ -185,13 +239,22 @@ def test_structural_errors(tmp_path: Path) -> None:
     (after_end / segment_name(1)).write_bytes(
         encode_record(KIND_END_HEIGHT, (1).to_bytes(8, "big")) + encode_record(KIND_INPUT, b"x")
     )
-    with pytest.raises(WalCorruptError, match="records after its END_HEIGHT"):
+    (after_end / segment_name(2)).write_bytes(b"")
+    with pytest.raises(WalCorruptError, match="no END_HEIGHT marker at its end"):
         Wal.open(after_end)
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / segment_name(1)).write_bytes(encode_record(KIND_END_HEIGHT, (7).to_bytes(8, "big")))
-    with pytest.raises(WalCorruptError, match=r"END_HEIGHT\(7\)"):
+    with pytest.raises(WalCorruptError, match=r"END_HEIGHT\(7\).*expected END_HEIGHT\(1\)"):
         Wal.open(wrong)
+    skipped = tmp_path / "skipped"
+    skipped.mkdir()
+    (skipped / segment_name(1)).write_bytes(
+        encode_record(KIND_END_HEIGHT, (1).to_bytes(8, "big"))
+        + encode_record(KIND_END_HEIGHT, (3).to_bytes(8, "big"))
+    )
+    with pytest.raises(WalCorruptError, match=r"END_HEIGHT\(3\).*expected END_HEIGHT\(2\)"):
+        Wal.open(skipped)
 
 
 @settings(max_examples=60, deadline=None)
