@@ -10,7 +10,7 @@ own and gets its own result.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from stf.events import (
     CANCEL_USER,
@@ -26,8 +26,8 @@ from stf.prices import refresh_oracle_price
 from stf.results import Code, Rejected, TxResult, ok, reject
 from stf.state import Account, MarketState, State
 
-MAX_BATCH_ITEMS = 50
-ADDRESS_BYTES = 20
+MAX_BATCH_ITEMS: Final = 50
+ADDRESS_BYTES: Final = 20
 
 
 def process_place_order(state: State, account: Account, po: Any, tx: int, events: list[Event]) -> TxResult:

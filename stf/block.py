@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
@@ -37,7 +37,7 @@ from stf.results import Code, Rejected, TxResult, reject
 from stf.signing import SignatureError, signing_message, verify_signature
 from stf.state import INSURANCE_FUND, State
 
-MAX_TX_BYTES = 64 * 1024
+MAX_TX_BYTES: Final = 64 * 1024
 SignatureCheck = Callable[[bytes, bytes, bytes], None]  # (public key, signature, message); raises
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
 
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from stf.book import Order
     from stf.state import Account, MarketState, Position, State
 
-_ORDER = struct.Struct(">20sH?QQQB?")
-_U64X2 = struct.Struct(">QQ")
-_MARKET = struct.Struct(">QQ?QqQQ")
+_ORDER: Final = struct.Struct(">20sH?QQQB?")
+_U64X2: Final = struct.Struct(">QQ")
+_MARKET: Final = struct.Struct(">QQ?QqQQ")
 
 
 def i128(value: int) -> bytes:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Final
 
-PPM = 1_000_000
-COLLATERAL_DECIMALS = 6
+PPM: Final = 1_000_000
+COLLATERAL_DECIMALS: Final = 6
 
 
-_ADDRESSES: dict[bytes, bytes] = {}  # memo of address_of (a pure function); dropped when full
-_ADDRESSES_MAX = 1 << 16
+_ADDRESSES: Final[dict[bytes, bytes]] = {}  # memo of address_of (a pure function); dropped when full
+_ADDRESSES_MAX: Final = 1 << 16
 
 
 def address_of(public_key: bytes) -> bytes:

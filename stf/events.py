@@ -12,27 +12,29 @@ by market, side, price).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 Event = tuple[Any, ...]
 
-ORDER_ACCEPTED = 1  # tx, order_id, account, market_id, is_buy, price, size, tif, reduce_only, client_order_id
-ORDER_REJECTED = 2  # tx, account, market_id, code, client_order_id
-ORDER_CANCELLED = 3  # tx, order_id, account, market_id, remaining, reason
-ORDER_FILLED = 4  # tx, order_id, account, market_id  (fully filled, leaves the book)
-TRADE = 5  # tx, market_id, price, size, taker_order, maker_order, taker, maker, taker_is_buy, fees
-BOOK_LEVEL = 6  # market_id, is_buy, price, total_size (0 = level gone)
-TRANSFER = 7  # tx, sender, recipient, amount
-FAUCET = 8  # tx, account, amount
-ORACLE_PRICE = 9  # market_id, price (the new stake-weighted median)
-MARKET_HALT = 10  # tx, market_id, halted
-POSITION = 11  # tx, account, market_id, size, open_notional, realized_pnl
-MARK_PRICE = 12  # market_id, price
-FUNDING = 13  # market_id, rate_ppm, index
-LIQUIDATION = 14  # account, equity, maintenance  (start of a liquidation; tx = -1 for what follows)
-TAKEOVER = 15  # market_id, account, size, price  (insurance fund takes the rest at the bankruptcy price)
-ADL = 16  # market_id, account, counterparty, size, price  (auto-deleveraging at the bankruptcy price)
-DEFICIT_COVERED = 17  # account, amount  (insurance fund pays a negative balance back to zero)
+# ORDER_ACCEPTED: tx, order_id, account, market_id, is_buy, price, size, tif, reduce_only, client_order_id
+ORDER_ACCEPTED: Final = 1
+ORDER_REJECTED: Final = 2  # tx, account, market_id, code, client_order_id
+ORDER_CANCELLED: Final = 3  # tx, order_id, account, market_id, remaining, reason
+ORDER_FILLED: Final = 4  # tx, order_id, account, market_id  (fully filled, leaves the book)
+TRADE: Final = 5  # tx, market_id, price, size, taker_order, maker_order, taker, maker, taker_is_buy, fees
+BOOK_LEVEL: Final = 6  # market_id, is_buy, price, total_size (0 = level gone)
+TRANSFER: Final = 7  # tx, sender, recipient, amount
+FAUCET: Final = 8  # tx, account, amount
+ORACLE_PRICE: Final = 9  # market_id, price (the new stake-weighted median)
+MARKET_HALT: Final = 10  # tx, market_id, halted
+POSITION: Final = 11  # tx, account, market_id, size, open_notional, realized_pnl
+MARK_PRICE: Final = 12  # market_id, price
+FUNDING: Final = 13  # market_id, rate_ppm, index
+LIQUIDATION: Final = 14  # account, equity, maintenance  (start of a liquidation; tx = -1 for what follows)
+# TAKEOVER: market_id, account, size, price  (insurance fund takes the rest at the bankruptcy price)
+TAKEOVER: Final = 15
+ADL: Final = 16  # market_id, account, counterparty, size, price  (auto-deleveraging at the bankruptcy price)
+DEFICIT_COVERED: Final = 17  # account, amount  (insurance fund pays a negative balance back to zero)
 
 EVENT_NAMES: dict[int, str] = {
     ORDER_ACCEPTED: "order_accepted",
@@ -98,13 +100,13 @@ EVENT_FIELDS: dict[int, tuple[str, ...]] = {
 }
 
 # cancellation reasons carried by ORDER_CANCELLED
-CANCEL_USER = "user"
-CANCEL_SELF_TRADE = "self_trade"
-CANCEL_IOC_REMAINDER = "ioc_remainder"
-CANCEL_REDUCE_ONLY = "reduce_only"
-CANCEL_LIQUIDATION = "liquidation"
+CANCEL_USER: Final = "user"
+CANCEL_SELF_TRADE: Final = "self_trade"
+CANCEL_IOC_REMAINDER: Final = "ioc_remainder"
+CANCEL_REDUCE_ONLY: Final = "reduce_only"
+CANCEL_LIQUIDATION: Final = "liquidation"
 # `tx` of events raised by the end-of-block risk engine rather than by a transaction
-END_OF_BLOCK = -1
+END_OF_BLOCK: Final = -1
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

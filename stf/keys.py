@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 # entry key prefixes (one byte each)
-K_GLOBAL = b"G"
-K_MARKET = b"M"
-K_ORACLE = b"V"
-K_ACCOUNT = b"A"
-K_NONCE = b"N"
-K_ORDER = b"O"
-K_POSITION = b"P"
+K_GLOBAL: Final = b"G"
+K_MARKET: Final = b"M"
+K_ORACLE: Final = b"V"
+K_ACCOUNT: Final = b"A"
+K_NONCE: Final = b"N"
+K_ORDER: Final = b"O"
+K_POSITION: Final = b"P"
 
 
 def order_key(order_id: int) -> bytes:

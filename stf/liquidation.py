@@ -35,6 +35,7 @@ Theory of operation
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
+from typing import Final
 
 from stf.events import (
     ADL,
@@ -60,7 +61,7 @@ from stf.positions import apply_fill
 from stf.state import INSURANCE_FUND, Account, MarketState, State
 from stf.triggers import index_account, pop_crossed
 
-NO_EQUITY_LEVERAGE = 1 << 62  # leverage rank of an account whose equity is <= 0
+NO_EQUITY_LEVERAGE: Final = 1 << 62  # leverage rank of an account whose equity is <= 0
 
 
 def collect_candidates(state: State, funded_markets: list[int]) -> list[bytes]:

@@ -21,6 +21,8 @@ Theory of operation
 
 from __future__ import annotations
 
+from typing import Final
+
 from stf.book import Order
 from stf.config import PPM
 from stf.events import (
@@ -38,16 +40,16 @@ from stf.positions import apply_fill, signed_position
 from stf.results import Code, Rejected
 from stf.state import Account, Exposure, MarketState, State
 
-SIDE_BUY = 1
-SIDE_SELL = 2
-KIND_LIMIT = 1
-KIND_MARKET = 2
-TIF_GTC = 1
-TIF_IOC = 2
-TIF_POST_ONLY = 3
-MAX_PRICE = (1 << 53) - 1
-MAX_SIZE = (1 << 53) - 1
-MAX_CLIENT_ORDER_ID = 36
+SIDE_BUY: Final = 1
+SIDE_SELL: Final = 2
+KIND_LIMIT: Final = 1
+KIND_MARKET: Final = 2
+TIF_GTC: Final = 1
+TIF_IOC: Final = 2
+TIF_POST_ONLY: Final = 3
+MAX_PRICE: Final = (1 << 53) - 1
+MAX_SIZE: Final = (1 << 53) - 1
+MAX_CLIENT_ORDER_ID: Final = 36
 
 
 class OrderRequest:

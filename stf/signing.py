@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Final
 
 import nacl.bindings
 import nacl.exceptions
@@ -56,17 +57,17 @@ __all__ = [
     "verify_signature",
 ]
 
-TX_DOMAIN_TAG = b"ita/tx/v1\x00"
-PUBLIC_KEY_LEN = 32
-SIGNATURE_LEN = 64
-ADDRESS_LEN = 20
-TX_HASH_LEN = 32
-CHAIN_ID_MAX_LEN = 64
+TX_DOMAIN_TAG: Final = b"ita/tx/v1\x00"
+PUBLIC_KEY_LEN: Final = 32
+SIGNATURE_LEN: Final = 64
+ADDRESS_LEN: Final = 20
+TX_HASH_LEN: Final = 32
+CHAIN_ID_MAX_LEN: Final = 64
 # Order of the ed25519 base point (the group order of the prime-order subgroup).
-ED25519_L = 2**252 + 27742317777372353535851937790883648493
+ED25519_L: Final = 2**252 + 27742317777372353535851937790883648493
 
-_CHAIN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+_CHAIN_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
 if not nacl.bindings.has_crypto_core_ed25519:  # pragma: no cover - PyNaCl wheels always have it
     raise ImportError("stf.signing needs a libsodium build with crypto_core_ed25519")

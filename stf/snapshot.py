@@ -18,6 +18,7 @@ Theory of operation
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from stf.apphash import LtHash
 from stf.codec import (
@@ -35,8 +36,8 @@ from stf.matching import rest_order
 from stf.state import Account, Position, State
 from stf.triggers import rebuild_index
 
-MAGIC = b"ITASNAP1"
-_HEADER = struct.Struct(">Q32sQ")
+MAGIC: Final = b"ITASNAP1"
+_HEADER: Final = struct.Struct(">Q32sQ")
 
 
 class SnapshotError(ValueError):

@@ -20,16 +20,18 @@ Theory of operation
 
 from __future__ import annotations
 
+from typing import Final
+
 from stf.apphash import LtHash
 from stf.book import Book, Order
 from stf.codec import encode_entry
 from stf.config import ChainConfig, MarketSpec
 from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
 
-MAX_KEPT_NONCES = 100
+MAX_KEPT_NONCES: Final = 100
 # The insurance fund is an account at a reserved address (no ed25519 key hashes to 20 zero bytes
 # in practice). Its collateral is the fund; it takes over positions the book cannot absorb.
-INSURANCE_FUND = bytes(20)
+INSURANCE_FUND: Final = bytes(20)
 
 
 class Position:

@@ -45,12 +45,13 @@ Theory of operation
 from __future__ import annotations
 
 from heapq import heapify, heappop, heappush
+from typing import Final
 
 from stf.config import PPM
 from stf.margin import compute_buffer
 from stf.state import INSURANCE_FUND, Account, Entry, MarketState, State, TriggerIndex
 
-MAX_MARK = (1 << 53) - 1  # stf.matching.MAX_PRICE: no order or oracle price above it is accepted
+MAX_MARK: Final = (1 << 53) - 1  # stf.matching.MAX_PRICE: no order or oracle price above it is accepted
 
 
 def compute_mark_ceiling(market: MarketState) -> int:
