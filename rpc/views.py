@@ -35,8 +35,7 @@ TIF_NAMES: dict[int, str] = {
 }
 
 
-_FMT_CACHE: dict[tuple[int, int], str] = {}
-_FMT_CACHE_MAX = 200_000
+_FMT_CACHE_MAX = 100_000  # strings kept per number of decimals
 
 
 def _format(value: int, decimals: int) -> str:
@@ -50,16 +49,41 @@ def _format(value: int, decimals: int) -> str:
     return digits[:-decimals] + "." + digits[-decimals:]
 
 
+class Formatter(dict[int, str]):
+    """``formatter(decimals)[value] == fmt(value, decimals)``: a memo of the strings for one number
+    of decimals (a plain dict lookup once seen; bounded, simply dropped when full)."""
+
+    __slots__ = ("decimals",)
+
+    def __init__(self, decimals: int) -> None:
+        super().__init__()
+        self.decimals = decimals
+
+    def __missing__(self, value: int) -> str:
+        if len(self) >= _FMT_CACHE_MAX:
+            self.clear()
+        text = self[value] = _format(value, self.decimals)
+        return text
+
+
+class _Formatters(dict[int, Formatter]):
+    def __missing__(self, decimals: int) -> Formatter:
+        memo = self[decimals] = Formatter(decimals)
+        return memo
+
+
+_FORMATTERS = _Formatters()
+
+
+def formatter(decimals: int) -> Formatter:
+    """The memo of decimal strings for ``decimals`` (see ``Formatter``)."""
+    return _FORMATTERS[decimals]
+
+
 def fmt(value: int, decimals: int) -> str:
     """``sdk.units.from_units(value, decimals)`` without the argument checks, memoized (prices and
-    sizes repeat a lot; the cache is bounded and simply dropped when full)."""
-    key = (value, decimals)
-    text = _FMT_CACHE.get(key)
-    if text is None:
-        if len(_FMT_CACHE) >= _FMT_CACHE_MAX:
-            _FMT_CACHE.clear()
-        text = _FMT_CACHE[key] = _format(value, decimals)
-    return text
+    sizes repeat a lot)."""
+    return _FORMATTERS[decimals][value]
 
 
 def usd(value: int) -> str:
@@ -71,8 +95,21 @@ def ppm(value: int) -> str:
     return fmt(value, 6)
 
 
+class _AddressHex(dict[bytes, str]):
+    """Memo of ``"0x" + address.hex()`` (bounded, dropped when full)."""
+
+    def __missing__(self, address: bytes) -> str:
+        if len(self) >= _FMT_CACHE_MAX:
+            self.clear()
+        text = self[address] = "0x" + address.hex()
+        return text
+
+
+ADDRESS_HEX = _AddressHex()  # ADDRESS_HEX[address] == address_hex(address)
+
+
 def address_hex(address: bytes) -> str:
-    return "0x" + address.hex()
+    return ADDRESS_HEX[address]
 
 
 def side_name(is_buy: bool) -> str:
@@ -81,10 +118,10 @@ def side_name(is_buy: bool) -> str:
 
 def levels(book: Book, is_buy: bool, depth: int | None, spec: MarketSpec) -> list[Level]:
     """Best-first [price, size] pairs; ``depth=None`` means every level."""
-    pd, sd = spec.price_decimals, spec.size_decimals
+    pf, sf = _FORMATTERS[spec.price_decimals], _FORMATTERS[spec.size_decimals]
     if depth is None:
         depth = len(book.bid_keys if is_buy else book.ask_keys)
-    return [[fmt(p, pd), fmt(s, sd)] for p, s in book.depth(is_buy, depth)]
+    return [[pf[p], sf[s]] for p, s in book.depth(is_buy, depth)]
 
 
 def checksum(bids: list[Level], asks: list[Level]) -> int:
@@ -103,7 +140,16 @@ def checksum(bids: list[Level], asks: list[Level]) -> int:
 
 
 def book_checksum(book: Book, spec: MarketSpec) -> int:
-    return checksum(levels(book, True, CHECKSUM_LEVELS, spec), levels(book, False, CHECKSUM_LEVELS, spec))
+    """``checksum`` of the book's top 25 levels, formatted straight from the book."""
+    pf, sf = _FORMATTERS[spec.price_decimals], _FORMATTERS[spec.size_decimals]
+    bids = book.depth(True, CHECKSUM_LEVELS)
+    asks = book.depth(False, CHECKSUM_LEVELS)
+    parts: list[str] = []
+    for (bp, bs), (ap, as_) in zip(bids, asks, strict=False):
+        parts += (pf[bp], sf[bs], pf[ap], sf[as_])
+    for p, s in bids[len(asks) :] if len(bids) > len(asks) else asks[len(bids) :]:
+        parts += (pf[p], sf[s])
+    return zlib.crc32(":".join(parts).encode()) & 0xFFFFFFFF
 
 
 def checksum_window(book: Book) -> tuple[int, int]:
@@ -169,16 +215,16 @@ def order_view(
 ) -> dict[str, Any]:
     """An order as the API shows it: ``remaining`` is the size still resting (0 once closed),
     ``filled`` what traded; ``height`` the block of this status."""
-    pd, sd = spec.price_decimals, spec.size_decimals
+    sf = _FORMATTERS[spec.size_decimals]
     out: dict[str, Any] = {
         "order_id": order.order_id,
         "market": spec.symbol,
-        "account": address_hex(order.account),
-        "side": side_name(order.is_buy),
-        "price": fmt(order.price, pd),
-        "size": fmt(order.orig_size, sd),
-        "remaining": fmt(remaining, sd),
-        "filled": fmt(filled, sd),
+        "account": ADDRESS_HEX[order.account],
+        "side": "buy" if order.is_buy else "sell",
+        "price": _FORMATTERS[spec.price_decimals][order.price],
+        "size": sf[order.orig_size],
+        "remaining": sf[remaining],
+        "filled": sf[filled],
         "status": status,
         "time_in_force": TIF_NAMES.get(order.tif, "gtc"),
         "reduce_only": order.reduce_only,

@@ -7,14 +7,35 @@ import zlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rpc.views import checksum, compute_entry_price, fmt
+from rpc.views import book_checksum, checksum, compute_entry_price, fmt, formatter, levels
 from sdk.units import from_units
+from stf.book import Book, Order
 from tests.stf_support import make_market
 
 
 @given(st.integers(min_value=-(10**30), max_value=10**30), st.integers(min_value=0, max_value=12))
 def test_fmt_is_from_units(value: int, decimals: int) -> None:
     assert fmt(value, decimals) == from_units(value, decimals)
+
+
+@given(st.integers(min_value=-(10**30), max_value=10**30), st.integers(min_value=0, max_value=12))
+def test_formatter_is_fmt(value: int, decimals: int) -> None:
+    assert formatter(decimals)[value] == fmt(value, decimals) == from_units(value, decimals)
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.integers(1, 10**6)), max_size=40),
+    st.lists(st.tuples(st.integers(61, 120), st.integers(1, 10**6)), max_size=40),
+)
+def test_book_checksum_is_checksum_of_levels(
+    bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+) -> None:
+    spec = make_market()
+    book = Book(0)
+    for i, (price, size) in enumerate(bids + asks):
+        book.add(Order(i + 1, b"\x01" * 20, 0, i < len(bids), price * 5, size, size, 1, False, ""))
+    expected = checksum(levels(book, True, None, spec), levels(book, False, None, spec))
+    assert book_checksum(book, spec) == expected
 
 
 def test_checksum_interleaves_and_skips_missing_sides() -> None:
