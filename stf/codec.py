@@ -14,7 +14,22 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-from stf.keys import K_ACCOUNT, K_GLOBAL, K_MARKET, K_NONCE, K_ORACLE, K_ORDER, K_POSITION
+from stf.keys import (
+    K_ACCOUNT,
+    K_GLOBAL,
+    K_MARKET,
+    K_NONCE,
+    K_ORACLE,
+    K_ORDER,
+    K_POSITION,
+    KIND_ACCOUNT,
+    KIND_GLOBAL,
+    KIND_MARKET,
+    KIND_NONCE,
+    KIND_ORACLE,
+    KIND_ORDER,
+    KIND_POSITION,
+)
 
 if TYPE_CHECKING:
     from stf.book import Order
@@ -90,30 +105,30 @@ def encode_global(state: State) -> bytes:
 
 
 def encode_entry(state: State, key: bytes) -> bytes | None:
-    kind = key[:1]
-    if kind == K_ORDER:
+    kind = key[0]
+    if kind == KIND_ORDER:
         order = state.orders.get(int.from_bytes(key[1:9], "big"))
         return encode_order(order) if order is not None else None
-    if kind == K_ACCOUNT:
+    if kind == KIND_ACCOUNT:
         account = state.accounts.get(key[1:21])
         return encode_account(account) if account is not None else None
-    if kind == K_NONCE:
+    if kind == KIND_NONCE:
         account = state.accounts.get(key[1:21])
         kept = account is not None and is_kept(account.nonces, int.from_bytes(key[21:29], "big"))
         return b"" if kept else None
-    if kind == K_POSITION:
+    if kind == KIND_POSITION:
         account = state.accounts.get(key[1:21])
         position = account.positions.get(int.from_bytes(key[21:23], "big")) if account else None
         return encode_position(position) if position is not None else None
-    if kind == K_MARKET:
+    if kind == KIND_MARKET:
         return encode_market(state.markets[int.from_bytes(key[1:3], "big")])
-    if kind == K_ORACLE:
+    if kind == KIND_ORACLE:
         market = state.markets[int.from_bytes(key[1:3], "big")]
         sub = market.oracle_subs.get(key[3:23])
         return _U64X2.pack(*sub) if sub is not None else None
-    if kind == K_GLOBAL:
+    if kind == KIND_GLOBAL:
         return encode_global(state)
-    raise ValueError(f"unknown state entry kind {kind!r}")
+    raise ValueError(f"unknown state entry kind {key[:1]!r}")
 
 
 def iter_entries(state: State) -> Iterator[tuple[bytes, bytes]]:

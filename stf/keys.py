@@ -12,6 +12,14 @@ K_ACCOUNT: Final = b"A"
 K_NONCE: Final = b"N"
 K_ORDER: Final = b"O"
 K_POSITION: Final = b"P"
+# the same prefixes as integers (key[0]): dispatch on an entry's kind without slicing its key
+KIND_GLOBAL: Final = 0x47  # G
+KIND_MARKET: Final = 0x4D  # M
+KIND_ORACLE: Final = 0x56  # V
+KIND_ACCOUNT: Final = 0x41  # A
+KIND_NONCE: Final = 0x4E  # N
+KIND_ORDER: Final = 0x4F  # O
+KIND_POSITION: Final = 0x50  # P
 
 
 def order_key(order_id: int) -> bytes:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from stf.apphash import LtHash
+from stf.apphash import LtHash, prefix_key, prefixed_element
 from stf.book import Book, Order
 from stf.codec import encode_entry
 from stf.config import ChainConfig, MarketSpec
@@ -233,15 +233,19 @@ class State:
 
     def commit_hash(self) -> bytes:
         """Fold this block's touched entries into the accumulator; return the app hash."""
-        lthash = self.lthash
+        added = 0  # sums of the elements to add and to remove, folded into the accumulator once
+        removed = 0
         for key, old in self.dirty.items():
             new = encode_entry(self, key)
             if new == old:
                 continue
+            prefixed = prefix_key(key)
             if old is not None:
-                lthash.remove(key, old)
+                removed += prefixed_element(prefixed, old)
             if new is not None:
-                lthash.add(key, new)
+                added += prefixed_element(prefixed, new)
         self.dirty = {}
+        lthash = self.lthash
+        lthash.add_sum(added, removed)
         self.app_hash = lthash.digest()
         return self.app_hash
