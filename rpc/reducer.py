@@ -13,12 +13,15 @@ Theory of operation
 - ``apply_committed(state, committed)`` verifies the block (rpc/verify.py), applies it,
   checks the replay against the node's report, and turns the block's events into
   ``ChannelUpdate`` values, each stamped with the height and its topic's next ``seq``
-  (``prev_seq = seq - 1``). It does no I/O and reads no clock: the same blocks from the same
-  state give the same updates, byte for byte (which is what lets a restarted indexer re-emit
-  identical history records). It mutates ``state`` in place -- copying an order book per
-  block would cost more than applying it -- and raises ``IndexerFatal`` *before* mutating
-  anything when verification fails; after a replay mismatch the state is garbage and the
-  caller must stop.
+  (``prev_seq = seq - 1``). Parts only WebSocket subscribers read (a book's checksum unless
+  cached, the market views, account positions and balances) are deferred to
+  ``ChannelUpdate.materialize()``, which must run before the next block is applied (the hub
+  does it in ``publish``; history reads only the rest). It does no I/O and reads no clock:
+  the same blocks from the same state give the same updates, byte for byte (which is what
+  lets a restarted indexer re-emit identical history records). It mutates ``state`` in
+  place -- copying an order book per block would cost more than applying it -- and raises
+  ``IndexerFatal`` *before* mutating anything when verification fails; after a replay
+  mismatch the state is garbage and the caller must stop.
 - Topics whose channel starts with ``_`` (``_txs``, ``_funding``) feed only the history
   store; the others are WebSocket channels (rpc/ws.py) and also feed history.
 - Transaction signatures are not re-verified by default: the block is certified and the
@@ -65,6 +68,7 @@ RECENT_TRADES = 100
 TRADE_ID_BASE = 1_000_000  # trade_id = height * TRADE_ID_BASE + index of the trade in the block
 PUBLIC_CHANNELS = ("book", "trades", "candles", "markets", "blocks", "account")
 SignatureCheck = Callable[[bytes, bytes, bytes], None]
+_BAD_SIGNATURE = int(Code.BAD_SIGNATURE)  # an int: no enum attribute lookup per tx
 
 
 @dataclass(slots=True)
@@ -74,7 +78,8 @@ class ChannelUpdate:  # not frozen (a frozen dataclass costs ~1 us more to build
     height: int
     seq: int
     message: dict[str, Any]  # the WebSocket message ("type": "update"), JSON-ready
-    # parts computed only for subscribers (account positions and balance): they read the state,
+    # parts computed only for subscribers (a book's checksum unless cached, the market views,
+    # account positions and balance), each adding the message's last keys: they read the state,
     # so they must be materialized before the next block is applied (the hub does it in publish)
     pending: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
 
@@ -209,7 +214,7 @@ def signature_policy(committed: block_pb2.CommittedBlock, verify_all: bool) -> S
         return verify_signature
     suspects: dict[bytes, None] = {}
     for raw, reported in zip(committed.block.txs, committed.results, strict=False):
-        if reported.code == Code.BAD_SIGNATURE:
+        if reported.code == _BAD_SIGNATURE:
             try:
                 suspects[tx_pb2.SignedTx.FromString(raw).signature] = None
             except DecodeError:
@@ -494,27 +499,28 @@ class _Describer:
             bids = self.bids.get(market_id, [])
             bids.reverse()  # events come in ascending price; bids are shown best (highest) first
             asks = self.asks.get(market_id, [])
-            self.emit(
-                f"book:{spec.symbol}",
-                "book",
-                {"market": spec.symbol},
-                {"bids": bids, "asks": asks, "checksum": self.checksum(market_id)},
-            )
+            body: dict[str, Any] = {"bids": bids, "asks": asks}
+            checksum = self.cached_checksum(market_id)
+            if checksum is not None:
+                body["checksum"] = checksum
+            self.emit(f"book:{spec.symbol}", "book", {"market": spec.symbol}, body)
+            if checksum is None:  # computed for subscribers only (the last key either way)
+                self.updates[-1].pending.append(_book_checksum(self.state, market_id))
 
-    def checksum(self, market_id: int) -> int:
-        """The book checksum after this block, recomputed only if a change reached the top 25."""
+    def cached_checksum(self, market_id: int) -> int | None:
+        """The book checksum after this block if it is the last one computed (no change since
+        reached the top 25 levels); else None, and the cache is dropped (_book_checksum)."""
         state = self.state
         cached = state.checksums[market_id]
-        if cached is not None:
-            value, floor, ceiling = cached
-            if all(p < floor for p in self.changed_bids.get(market_id, ())) and all(
-                p > ceiling for p in self.changed_asks.get(market_id, ())
-            ):
-                return value
-        market = state.stf.markets[market_id]
-        value = book_checksum(market.book, market.spec)
-        state.checksums[market_id] = (value, *checksum_window(market.book))
-        return value
+        if cached is None:
+            return None
+        value, floor, ceiling = cached
+        if all(p < floor for p in self.changed_bids.get(market_id, ())) and all(
+            p > ceiling for p in self.changed_asks.get(market_id, ())
+        ):
+            return value
+        state.checksums[market_id] = None
+        return None
 
     def emit_trades_and_candles(self) -> None:
         state = self.state
@@ -575,9 +581,8 @@ class _Describer:
             self.updates[-1].pending.append(_account_extras(stf_state, account, sorted(d.markets)))
 
     def emit_markets(self) -> None:
-        state = self.state
-        views = [market_view(m, state.open_interest[m.spec.market_id]) for m in state.stf.markets]
-        self.emit("markets", "markets", {}, {"markets": views})
+        self.emit("markets", "markets", {}, {})
+        self.updates[-1].pending.append(_market_views(self.state))  # for subscribers only
 
     def emit_block(self) -> None:
         committed = self.committed
@@ -617,6 +622,24 @@ class _Describer:
         self.state.last_block = block
         self.emit("blocks", "blocks", {}, {"block": block})
         self.emit("_txs", "_txs", {}, {"txs": txs})
+
+
+def _book_checksum(state: IndexerState, market_id: int) -> Callable[[], dict[str, Any]]:
+    def part() -> dict[str, Any]:
+        market = state.stf.markets[market_id]
+        value = book_checksum(market.book, market.spec)
+        state.checksums[market_id] = (value, *checksum_window(market.book))
+        return {"checksum": value}
+
+    return part
+
+
+def _market_views(state: IndexerState) -> Callable[[], dict[str, Any]]:
+    def part() -> dict[str, Any]:
+        open_interest = state.open_interest
+        return {"markets": [market_view(m, open_interest[m.spec.market_id]) for m in state.stf.markets]}
+
+    return part
 
 
 def _account_extras(

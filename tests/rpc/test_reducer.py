@@ -20,7 +20,10 @@ def replay(chain: SimChain, upto: int | None = None) -> tuple[IndexerState, list
     state = IndexerState(genesis_state(chain.config))
     out = []
     for committed in chain.blocks[: upto if upto is not None else len(chain.blocks)]:
-        out.append(apply_committed(state, committed))
+        updates = apply_committed(state, committed)
+        for u in updates:
+            u.materialize()  # the parts for subscribers read the state: before the next block
+        out.append(updates)
     return state, out
 
 
@@ -36,7 +39,7 @@ def test_updates_rebuild_every_book_at_every_height() -> None:
         updates = apply_committed(state, committed)
         assert state.stf.app_hash == chain.state.app_hash
         for u in updates:
-            msg = u.message
+            msg = u.materialize()
             assert msg["height"] == chain.height and msg["prev_seq"] == seqs.get(u.topic, 0)
             seqs[u.topic] = msg["seq"]
             if u.channel != "book":
@@ -85,7 +88,7 @@ def test_snapshot_and_metadata_resume_identically() -> None:
     for committed in chain.blocks[150:]:
         a = apply_committed(state, committed)
         b = apply_committed(resumed, committed)
-        assert [orjson.dumps(u.message) for u in a] == [orjson.dumps(u.message) for u in b]
+        assert [orjson.dumps(u.materialize()) for u in a] == [orjson.dumps(u.materialize()) for u in b]
 
 
 def by_topic(updates: list[Any], topic: str) -> dict[str, Any]:
