@@ -36,7 +36,10 @@ from consensus.certificate import CertificateError, CommitCertificate, verify_co
 from consensus.codec import DecodeError
 from consensus.validators import ValidatorSet
 from node.blocks import block_id as compute_block_id  # one definition of the block id
-from node.blocks import compute_txs_hash
+from node.blocks import (
+    compute_txs_hash,  # noqa: F401  (re-exported: rpc.simchain, tests)
+    txs_hash_of,
+)
 from proto.ita.v1 import block_pb2
 from stf.config import ChainConfig
 from stf.results import TxResult
@@ -110,11 +113,11 @@ class ChainVerifier:
         if last_block_id is not None and header.last_block_id != last_block_id:
             raise BlockRejected(height, "last_block_id does not match the block applied before it")
         txs = list(block.txs)
-        if header.txs_hash != compute_txs_hash(txs):
+        sha256 = hashlib.sha256
+        hashes = [sha256(tx).digest() for tx in txs]  # tx_hash of each: hashed once for both checks
+        if header.txs_hash != txs_hash_of(hashes):
             raise BlockRejected(height, "txs_hash does not match the block's transactions")
-        if len(committed.tx_hashes) != len(txs) or any(
-            h != hashlib.sha256(tx).digest() for h, tx in zip(committed.tx_hashes, txs, strict=True)
-        ):
+        if list(committed.tx_hashes) != hashes:
             raise BlockRejected(height, "tx_hashes do not match the block's transactions")
         if len(committed.results) != len(txs):
             raise BlockRejected(height, f"{len(committed.results)} results for {len(txs)} transactions")
