@@ -72,7 +72,6 @@ class History:
         elif chain.decode() != config.chain_id:
             self.db.close()
             raise HistoryError(f"history at {path} is for chain {chain.decode()!r}, not {config.chain_id!r}")
-        self.market_ids = {spec.symbol: spec.market_id for spec in config.markets}
         # key prefixes by (kind, market symbol, candle interval or "")
         self._prefixes: dict[tuple[str, str, str], bytes] = {}
         for spec in config.markets:

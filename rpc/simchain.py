@@ -25,9 +25,9 @@ from consensus.messages import Vote
 from consensus.types import VoteType
 from genesis.devnet import devnet_genesis_dict
 from genesis.schema import parse_genesis
-from node.blocks import result_to_proto
+from node.blocks import compute_txs_hash, result_to_proto
 from proto.ita.v1 import block_pb2, tx_pb2
-from rpc.verify import compute_block_id, compute_txs_hash
+from rpc.verify import compute_block_id
 from sdk import tx as sdk_tx
 from sdk.keys import Key, devnet_account_key, devnet_validator_key
 from stf.block import BlockHeader, apply_block, genesis_state, skip_signature_check

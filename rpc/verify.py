@@ -36,10 +36,7 @@ from consensus.certificate import CertificateError, CommitCertificate, verify_co
 from consensus.codec import DecodeError
 from consensus.validators import ValidatorSet
 from node.blocks import block_id as compute_block_id  # one definition of the block id
-from node.blocks import (
-    compute_txs_hash,  # noqa: F401  (re-exported: rpc.simchain, tests)
-    txs_hash_of,
-)
+from node.blocks import txs_hash_of
 from proto.ita.v1 import block_pb2
 from stf.config import ChainConfig
 from stf.results import TxResult

@@ -140,16 +140,7 @@ def checksum(bids: list[Level], asks: list[Level]) -> int:
 
 
 def book_checksum(book: Book, spec: MarketSpec) -> int:
-    """``checksum`` of the book's top 25 levels, formatted straight from the book."""
-    pf, sf = _FORMATTERS[spec.price_decimals], _FORMATTERS[spec.size_decimals]
-    bids = book.depth(True, CHECKSUM_LEVELS)
-    asks = book.depth(False, CHECKSUM_LEVELS)
-    parts: list[str] = []
-    for (bp, bs), (ap, as_) in zip(bids, asks, strict=False):
-        parts += (pf[bp], sf[bs], pf[ap], sf[as_])
-    for p, s in bids[len(asks) :] if len(bids) > len(asks) else asks[len(bids) :]:
-        parts += (pf[p], sf[s])
-    return zlib.crc32(":".join(parts).encode()) & 0xFFFFFFFF
+    return checksum(levels(book, True, CHECKSUM_LEVELS, spec), levels(book, False, CHECKSUM_LEVELS, spec))
 
 
 def checksum_window(book: Book) -> tuple[int, int]:

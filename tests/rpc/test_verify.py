@@ -11,6 +11,7 @@ from unittest.mock import patch
 import aiohttp
 import pytest
 
+from node.blocks import compute_txs_hash
 from proto.ita.v1 import block_pb2, tx_pb2
 from rpc import verify as rpc_verify
 from rpc.reducer import IndexerState, apply_committed, vouch_run
@@ -22,7 +23,6 @@ from rpc.verify import (
     IndexerFatal,
     ResultMismatch,
     compute_block_id,
-    compute_txs_hash,
 )
 from sdk import tx as sdk_tx
 from sdk.keys import Key
