@@ -28,6 +28,13 @@ Theory of operation
      ranked by profit x leverage (highest first, ties by address) and reduced
      against the liquidated position at the bankruptcy price, no fees;
   5. a negative balance left with no position is paid back to zero by the fund.
+- After the pass, every other account left with no position and a negative
+  balance is paid back to zero by the fund as well, ascending address: an
+  ADL counterparty or a maker filled beyond its bankruptcy price (during the
+  block or by a liquidation) ends flat and owing, and is not liquidatable,
+  so step 5 never reaches it. Such an account changed in this block (the
+  previous block's sweep left none), so the fast path looks only at accounts
+  whose entries the block touched; the reference scans them all.
 - Every step moves value between accounts through fills and explicit
   transfers, so the conserved total of stf/invariants.py holds exactly.
 """
@@ -103,8 +110,29 @@ def liquidate_accounts(state: State, funded_markets: list[int], events: list[Eve
             if event[0] == POSITION and other not in queued and other != INSURANCE_FUND:
                 queued[other] = None
                 heappush(queue, other)
+    cover_flat_deficits(state, touched_accounts(state), events)
     for address, buffer in buffers.items():
         index_account(state, state.accounts[address], buffer)
+
+
+def touched_accounts(state: State) -> list[bytes]:
+    """Addresses whose account or position entries this block touched, unordered, no duplicates."""
+    found: dict[bytes, None] = {}
+    for key in state.dirty:
+        if key[:1] == K_ACCOUNT or key[:1] == K_POSITION:
+            found[key[1:21]] = None
+    return list(found)
+
+
+def cover_flat_deficits(state: State, addresses: list[bytes], events: list[Event]) -> None:
+    """The fund pays back every negative balance left without a position, ascending address."""
+    accounts = state.accounts
+    for address in sorted(addresses):
+        account = accounts.get(address)
+        if account is None or address == INSURANCE_FUND:
+            continue
+        if account.collateral < 0 and not account.positions:
+            cover_deficit(state, account, events)
 
 
 def liquidate_accounts_brute_force(state: State, events: list[Event]) -> None:
@@ -119,6 +147,7 @@ def liquidate_accounts_brute_force(state: State, events: list[Event]) -> None:
             None,
         )
         if victim is None:
+            cover_flat_deficits(state, list(state.accounts), events)
             return
         liquidate(state, victim, events)
 

@@ -269,3 +269,47 @@ def test_a_maker_pushed_under_by_a_liquidation_is_liquidated_in_the_same_block()
     assert liquidatable_accounts(chain.state) == []
     assert find_violations(chain.state) == []
     assert total_value(chain.state) == value
+
+
+def test_a_maker_filled_beyond_its_bankruptcy_price_is_paid_back_to_zero_by_the_fund() -> None:
+    chain = chain_with({T: 1_000_000, M: 1_000, B: 1_000_000}, insurance=10_000)
+    value = total_value(chain.state)
+    assert chain.run(T, sell(1000, 100)).ok
+    assert chain.run(M, buy(1000, 100, tif="ioc")).ok  # M long 100 at 100.0 (10x)
+    set_oracle(chain, 950)  # M's equity 1,000 - 500 = 500 >= maintenance 475: not liquidatable
+    assert chain.run(M, sell(880, 100)).ok  # M closes with an ask at 88.0 (inside the band 85.5..104.5)
+    # B takes it during a block: M realizes 100 * (88 - 100) = -1,200 and is flat with -200 USD.
+    # Flat, M is not liquidatable; the end-of-block sweep has the fund pay the 200 back.
+    result = chain.block([chain.tx(B, buy(880, 100, tif="ioc"))])
+    assert [(t["price"], t["size"]) for t in kinds(result, TRADE)] == [(880, 100)]
+    assert kinds(result, LIQUIDATION) == []
+    [covered] = kinds(result, DEFICIT_COVERED)
+    assert (covered["account"], covered["amount"]) == ("0x" + M.address.hex(), 200 * USD)
+    assert collateral(chain, M) == 0 and size_of(chain, M) == 0
+    assert collateral(chain, INSURANCE_FUND) == (10_000 - 200) * USD
+    assert find_violations(chain.state) == []
+    assert total_value(chain.state) == value
+
+
+def test_a_maker_filled_beyond_its_bankruptcy_price_by_a_liquidation_is_paid_back_too() -> None:
+    chain = chain_with({T: 1_000, M: 1_100, B: 1_000_000}, insurance=10_000)
+    value = total_value(chain.state)
+    open_long_at_10x(chain, maker=B)  # T long 100 at 100.0 against B
+    assert chain.run(M, sell(1000, 100)).ok
+    assert chain.run(B, buy(1000, 100, tif="ioc")).ok  # M short 100 at 100.0
+    set_oracle(chain, 1050)  # M's equity 1,100 - 500 = 600 >= maintenance 525
+    assert chain.run(M, buy(1120, 100)).ok  # M rests a closing bid at 112.0 (band 94.5..115.5)
+    # oracle 94.0: T's equity 1,000 - 600 = 400 < maintenance 470, so T is liquidated and its close
+    # sells into the only bid, M's, at 112.0: T realizes +1,200 and pays the 0.5 % fee (56 USD).
+    # M buys back at 112.0: realizes -1,200 and is left flat with -100 USD, which the fund pays.
+    result = set_oracle(chain, 940)
+    assert [liq["account"] for liq in kinds(result, LIQUIDATION)] == ["0x" + T.address.hex()]
+    assert [(t["price"], t["size"]) for t in kinds(result, TRADE)] == [(1120, 100)]
+    [covered] = kinds(result, DEFICIT_COVERED)
+    assert (covered["account"], covered["amount"]) == ("0x" + M.address.hex(), 100 * USD)
+    assert collateral(chain, T) == (1_000 + 1_200 - 56) * USD and size_of(chain, T) == 0
+    assert collateral(chain, M) == 0 and size_of(chain, M) == 0
+    assert collateral(chain, INSURANCE_FUND) == (10_000 + 56 - 100) * USD
+    assert liquidatable_accounts(chain.state) == []
+    assert find_violations(chain.state) == []
+    assert total_value(chain.state) == value
