@@ -7,7 +7,9 @@
 - the order index equals the book's contents, and each account's open-order
   and client-id maps agree with it;
 - per market, the sum of long sizes equals the sum of short sizes;
-- positions have a non-negative cost basis and are never zero-sized.
+- positions have a non-negative cost basis and are never zero-sized;
+- no account but the insurance fund is left flat with a negative balance
+  (the end-of-block sweep of stf/liquidation.py pays such deficits back).
 `total_value(state)` is the conserved quantity: collateral (the insurance
 fund is an account) + fee pool + funding pools + cost bases signed so that
 unrealized PnL at any common mark cancels out; it changes only by faucet
@@ -18,7 +20,7 @@ x PPM); funding pools + pending / PPM is zero up to settlement rounding.
 from __future__ import annotations
 
 from stf.book import Book, Level
-from stf.state import Account, State
+from stf.state import INSURANCE_FUND, Account, State
 
 
 def _level_violations(market_id: int, side: str, price: int, level: Level) -> list[str]:
@@ -91,6 +93,8 @@ def find_violations(state: State) -> list[str]:
             if address not in state.markets[market_id].holders:
                 out.append(f"{address.hex()} holds m{market_id} but is not in its holders index")
         out += _exposure_violations(account)
+        if account.collateral < 0 and not account.positions and address != INSURANCE_FUND:
+            out.append(f"{address.hex()} is flat with a negative balance {account.collateral}")
     holders = sum(len(market.holders) for market in state.markets)
     positions = sum(len(account.positions) for account in state.accounts.values())
     if holders != positions:
