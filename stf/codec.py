@@ -67,6 +67,8 @@ def encode_order(order: Order) -> bytes:
 
 def is_kept(nonces: list[int], nonce: int) -> bool:
     """`nonce in nonces` for an ascending list, by bisection."""
+    if nonces and nonces[-1] == nonce:  # the account's latest nonce: what a block usually adds
+        return True
     i = bisect_left(nonces, nonce)
     return i < len(nonces) and nonces[i] == nonce
 

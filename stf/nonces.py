@@ -31,7 +31,7 @@ def check_nonce(state: State, account: Account | None, nonce: int) -> None:
     if account is None:
         return
     kept = account.nonces
-    if not kept:
+    if not kept or nonce > kept[-1]:  # above every kept nonce (the usual case): unused, not too old
         return
     i = bisect_left(kept, nonce)
     if i < len(kept) and kept[i] == nonce:
@@ -45,7 +45,10 @@ def record_nonce(state: State, account: Account, nonce: int) -> None:
     address = account.address
     state.touch_new_nonce(address, nonce)
     kept = account.nonces
-    insort(kept, nonce)
+    if not kept or nonce > kept[-1]:
+        kept.append(nonce)
+    else:
+        insort(kept, nonce)
     if len(kept) > MAX_KEPT_NONCES:
         state.touch_nonce(address, kept[0])
         del kept[0]
