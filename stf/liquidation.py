@@ -33,8 +33,10 @@ Theory of operation
   ADL counterparty or a maker filled beyond its bankruptcy price (during the
   block or by a liquidation) ends flat and owing, and is not liquidatable,
   so step 5 never reaches it. Such an account changed in this block (the
-  previous block's sweep left none), so the fast path looks only at accounts
-  whose entries the block touched; the reference scans them all.
+  previous block's sweep left none): the fast path looks at the touched
+  accounts that were flat and owing when the pass began and at every account
+  the pass evaluated (whatever the pass changes gets a POSITION event and is
+  evaluated); the reference scans them all.
 - Every step moves value between accounts through fills and explicit
   transfers, so the conserved total of stf/invariants.py holds exactly.
 """
@@ -55,7 +57,7 @@ from stf.events import (
     Event,
 )
 from stf.funding import settle_funding
-from stf.keys import K_ACCOUNT, K_POSITION
+from stf.keys import KIND_ACCOUNT, KIND_POSITION
 from stf.margin import (
     compute_buffer,
     compute_equity,
@@ -71,17 +73,24 @@ from stf.triggers import index_account, pop_crossed
 NO_EQUITY_LEVERAGE: Final = 1 << 62  # leverage rank of an account whose equity is <= 0
 
 
-def collect_candidates(state: State, funded_markets: list[int]) -> list[bytes]:
-    """Accounts that may be liquidatable now (a superset of those that are), unordered."""
+def collect_candidates(state: State, funded_markets: list[int], flat_owing: list[bytes]) -> list[bytes]:
+    """Accounts that may be liquidatable now (a superset of those that are), unordered. Touched
+    accounts without a position that owe (collateral < 0) are appended to `flat_owing`."""
     found = dict.fromkeys(pop_crossed(state))
     for market_id in funded_markets:
         found.update(state.markets[market_id].holders)
     accounts = state.accounts
     for key in state.dirty:
-        if key[:1] == K_ACCOUNT or key[:1] == K_POSITION:
-            account = accounts.get(key[1:21])
-            if account is not None and account.positions:
-                found[key[1:21]] = None
+        kind = key[0]
+        if kind == KIND_ACCOUNT or kind == KIND_POSITION:
+            address = key[1:21]
+            account = accounts.get(address)
+            if account is None:
+                continue
+            if account.positions:
+                found[address] = None
+            elif account.collateral < 0:
+                flat_owing.append(address)
     found.pop(INSURANCE_FUND, None)
     return list(found)
 
@@ -91,7 +100,8 @@ def liquidate_accounts(state: State, funded_markets: list[int], events: list[Eve
     if state.reference_liquidations:
         liquidate_accounts_brute_force(state, events)
         return
-    queue = collect_candidates(state, funded_markets)
+    flat_owing: list[bytes] = []
+    queue = collect_candidates(state, funded_markets, flat_owing)
     queued = dict.fromkeys(queue)
     heapify(queue)
     buffers: dict[bytes, int] = {}  # evaluated accounts -> buffer after their last change
@@ -110,24 +120,17 @@ def liquidate_accounts(state: State, funded_markets: list[int], events: list[Eve
             if event[0] == POSITION and other not in queued and other != INSURANCE_FUND:
                 queued[other] = None
                 heappush(queue, other)
-    cover_flat_deficits(state, touched_accounts(state), events)
+    # Flat and owing now: owing already when the pass began, or changed by it (then evaluated).
+    flat_owing.extend(buffers)
+    cover_flat_deficits(state, flat_owing, events)
     for address, buffer in buffers.items():
         index_account(state, state.accounts[address], buffer)
-
-
-def touched_accounts(state: State) -> list[bytes]:
-    """Addresses whose account or position entries this block touched, unordered, no duplicates."""
-    found: dict[bytes, None] = {}
-    for key in state.dirty:
-        if key[:1] == K_ACCOUNT or key[:1] == K_POSITION:
-            found[key[1:21]] = None
-    return list(found)
 
 
 def cover_flat_deficits(state: State, addresses: list[bytes], events: list[Event]) -> None:
     """The fund pays back every negative balance left without a position, ascending address."""
     accounts = state.accounts
-    for address in sorted(addresses):
+    for address in sorted(dict.fromkeys(addresses)):
         account = accounts.get(address)
         if account is None or address == INSURANCE_FUND:
             continue
