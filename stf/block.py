@@ -38,6 +38,7 @@ from stf.signing import SignatureError, signing_message, verify_signature
 from stf.state import INSURANCE_FUND, State
 
 MAX_TX_BYTES: Final = 64 * 1024
+POST_ONLY: Final = tx_pb2.TIME_IN_FORCE_POST_ONLY
 SignatureCheck = Callable[[bytes, bytes, bytes], None]  # (public key, signature, message); raises
 
 
@@ -64,8 +65,9 @@ class BlockResult:
 class DecodedTx:
     index: int
     sender: bytes
-    body: Any  # tx_pb2.TxBody
+    nonce: int
     action: str
+    message: Any  # the action's message: getattr(body, action), read once
     order_class: int
 
 
@@ -73,18 +75,18 @@ def skip_signature_check(public_key: bytes, signature: bytes, message: bytes) ->
     """For replaying blocks whose signatures were already verified (and benchmarks)."""
 
 
-def classify(body: Any, action: str) -> int:
-    """0: cancels, 1: post-only orders, 2: everything else."""
-    if action in ("cancel_order", "cancel_all"):
-        return 0
+def classify(action: str, message: Any) -> int:
+    """0: cancels, 1: post-only orders, 2: everything else (`message`: the action's message)."""
     if action == "place_order":
-        return 1 if body.place_order.time_in_force == tx_pb2.TIME_IN_FORCE_POST_ONLY else 2
+        return 1 if message.time_in_force == POST_ONLY else 2
+    if action == "cancel_order" or action == "cancel_all":
+        return 0
     if action == "batch":
         worst = 0
-        for item in body.batch.items:
+        for item in message.items:
             if item.WhichOneof("item") == "place":
-                worst = max(worst, 1 if item.place.time_in_force == tx_pb2.TIME_IN_FORCE_POST_ONLY else 2)
-        return worst if body.batch.items else 2
+                worst = max(worst, 1 if item.place.time_in_force == POST_ONLY else 2)
+        return worst if message.items else 2
     return 2
 
 
@@ -108,7 +110,9 @@ def decode_tx(index: int, raw: bytes, chain_id: str, check_signature: SignatureC
     action = body.WhichOneof("action")
     if action is None:
         return reject(Code.EMPTY_ACTION, "transaction carries no action")
-    return DecodedTx(index, address_of(signed.public_key), body, action, classify(body, action))
+    message = getattr(body, action)
+    sender = address_of(signed.public_key)
+    return DecodedTx(index, sender, body.nonce, action, message, classify(action, message))
 
 
 def begin_block(state: State, header: BlockHeader) -> None:
@@ -125,7 +129,7 @@ def apply_tx(state: State, tx: DecodedTx, events: list[Event]) -> TxResult:
     account = state.accounts.get(tx.sender)
     if account is None and tx.action != "faucet":
         return reject(Code.UNKNOWN_ACCOUNT, "the sending account does not exist (fund it first)")
-    nonce = tx.body.nonce
+    nonce = tx.nonce
     try:
         check_nonce(state, account, nonce)
     except Rejected as r:
@@ -133,7 +137,7 @@ def apply_tx(state: State, tx: DecodedTx, events: list[Event]) -> TxResult:
     if account is None:
         account = state.ensure_account(tx.sender)
     record_nonce(state, account, nonce)
-    result: TxResult = PROCESSORS[tx.action](state, account, getattr(tx.body, tx.action), tx.index, events)
+    result: TxResult = PROCESSORS[tx.action](state, account, tx.message, tx.index, events)
     return result
 
 
