@@ -54,22 +54,18 @@ def compute_equity(state: State, account: Account) -> int:
 def market_initial_requirement(
     market: MarketState, size: int, buy_size: int, buy_value: int, sell_size: int, sell_value: int
 ) -> int:
-    spec = market.spec
-    mark = market.mark_price
+    """compute_requirement of the worst fill scenario (module doc). The products are regrouped
+    (exact integers: the same values) so each scenario costs one multiplication by the margin
+    per lot: micro-USD amounts exceed mypyc's fast multiply range, and every slow one counts."""
     scale = market.notional_scale
-    fraction = spec.initial_margin_ppm
-    need = compute_requirement(size, mark, scale, fraction)
+    lot_notional = market.mark_price * scale  # micro-USD notional of one lot at mark
+    lot_margin = lot_notional * market.spec.initial_margin_ppm  # x PPM
+    need = -(-abs(size) * lot_margin // PPM)
     if buy_size:
-        worst = (
-            compute_requirement(size + buy_size, mark, scale, fraction)
-            + (buy_value - buy_size * mark) * scale
-        )
+        worst = -(-abs(size + buy_size) * lot_margin // PPM) + buy_value * scale - buy_size * lot_notional
         need = max(need, worst)
     if sell_size:
-        worst = (
-            compute_requirement(size - sell_size, mark, scale, fraction)
-            + (sell_size * mark - sell_value) * scale
-        )
+        worst = -(-abs(size - sell_size) * lot_margin // PPM) + sell_size * lot_notional - sell_value * scale
         need = max(need, worst)
     return need
 

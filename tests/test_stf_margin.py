@@ -7,12 +7,16 @@ no trading fees (to keep the numbers readable), liquidation fee 0.5 %, oracle 10
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from sdk import tx as sdk_tx
 from sdk.keys import Key
 from stf.events import ADL, DEFICIT_COVERED, FUNDING, LIQUIDATION, TAKEOVER, TRADE, event_to_dict
 from stf.invariants import find_violations, total_value
+from stf.margin import compute_requirement, market_initial_requirement
 from stf.results import Code
-from stf.state import INSURANCE_FUND
+from stf.state import INSURANCE_FUND, MarketState
 from tests.stf_support import USD, Chain, keys, liquidatable_accounts, make_config, make_market, order
 
 T, M, B, M2, X = keys(5, b"margin")
@@ -313,3 +317,31 @@ def test_a_maker_filled_beyond_its_bankruptcy_price_by_a_liquidation_is_paid_bac
     assert liquidatable_accounts(chain.state) == []
     assert find_violations(chain.state) == []
     assert total_value(chain.state) == value
+
+
+@given(
+    mark=st.integers(1, 10**9),
+    im_ppm=st.integers(1, 1_000_000),
+    size=st.integers(-(10**12), 10**12),
+    buy=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
+    sell=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
+)
+def test_initial_requirement_is_the_worst_fill_scenario_of_the_module_doc(
+    mark: int, im_ppm: int, size: int, buy: tuple[int, int], sell: tuple[int, int]
+) -> None:
+    # market_initial_requirement regroups the products for speed; this is the rule as written
+    state = MarketState(market(initial_margin_ppm=im_ppm), 0)  # type: ignore[arg-type]
+    state.mark_price = mark
+    scale = state.notional_scale
+    (b, b_price), (s, s_price) = buy, sell
+    bv, sv = b * b_price, s * s_price
+
+    def im(n: int) -> int:
+        return compute_requirement(n, mark, scale, im_ppm)
+
+    expected = im(size)
+    if b:
+        expected = max(expected, im(size + b) + (bv - b * mark) * scale)
+    if s:
+        expected = max(expected, im(size - s) + (s * mark - sv) * scale)
+    assert market_initial_requirement(state, size, b, bv, s, sv) == expected
