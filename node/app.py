@@ -80,6 +80,9 @@ class VerifiedTxs:
     def __len__(self) -> int:
         return len(self._good)
 
+    def __contains__(self, tx_hash: object) -> bool:
+        return tx_hash in self._good
+
     def flags(self, hashes: list[bytes]) -> list[bool]:
         """stf.block.apply_block's ``verified``: which of these txs are known to verify."""
         good = self._good
@@ -189,6 +192,14 @@ class Application:
             raise ProposalRejected("block exceeds the genesis limits")
         self._checked = (raw, block, hashes)
         return block
+
+    def unverified_proposal_txs(self) -> list[bytes]:
+        """The txs of the proposal process_proposal last accepted that are not known to verify."""
+        if self._checked is None:
+            return []
+        _, block, hashes = self._checked
+        verified = self.verified
+        return [tx for tx, digest in zip(block.txs, hashes, strict=True) if digest not in verified]
 
     # -- execution ---------------------------------------------------------------------------
     def finalize_block(self, raw: bytes) -> Finalized:

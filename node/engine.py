@@ -166,6 +166,7 @@ class Engine:
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
         self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._preverifying: set[asyncio.Task[list[Admission]]] = set()  # references keep them alive
 
     def _new_verifier(self) -> VerifierPool:
         mempool = self.config.mempool
@@ -200,9 +201,10 @@ class Engine:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._preverifying]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.wal is not None:
             self.wal.close()
         self.verifier.close()
@@ -311,6 +313,19 @@ class Engine:
             log.warning("proposal rejected: %s", exc, extra={"height": req.height, "round": req.round})
             valid = False
         self.enqueue(BlockValidity(req.height, req.round, req.block_id, valid))
+        if valid:
+            self._preverify(self.app.unverified_proposal_txs())
+
+    def _preverify(self, txs: list[bytes]) -> None:
+        """Send a valid proposal's txs that we have not verified yet (their gossip has not arrived)
+        to the verifier workers now, as admissions: while the votes go round they verify on the
+        other core, and finalize_block finds them known instead of verifying them on this thread.
+        Those still out when the block commits are verified there, and dropped here as seen."""
+        if not txs:
+            return
+        task = asyncio.get_running_loop().create_task(self._admit(txs, gossip=False))
+        self._preverifying.add(task)
+        task.add_done_callback(self._preverifying.discard)
 
     def _decide(self, decide: Decide) -> None:
         height = decide.height

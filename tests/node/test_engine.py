@@ -399,6 +399,36 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
     asyncio.run(scenario())
 
 
+def test_unverified_proposal_txs_go_to_the_workers_without_relaying(tmp_path: Path) -> None:
+    """Engine._preverify (called for an accepted proposal's txs we have not verified): the workers
+    check them as admissions, so finalize_block finds them known; they are not gossiped again."""
+
+    class TxRecorder(engine_module.NullNetwork):
+        def __init__(self) -> None:
+            self.relayed: list[bytes] = []
+
+        def broadcast_txs(self, txs: Sequence[bytes]) -> None:
+            self.relayed.extend(txs)
+
+    async def scenario() -> None:
+        chain = chain_config(1)
+        engine = make_engine(tmp_path, chain, VALIDATORS[0])
+        network = TxRecorder()
+        engine.attach_network(network)
+        await engine.start()
+        try:
+            raw = sdk_tx.Signer(TRADERS[0], chain.chain_id).sign(order("sell", 600_000, 20))
+            engine._preverify([raw])
+            await wait_until(lambda: tx_hash(raw) in engine.app.verified, timeout=10)
+            await asyncio.sleep(0.1)  # a few gossip ticks
+            assert network.relayed == []
+        finally:
+            await engine.stop()
+        assert not engine._preverifying  # finished (or cancelled by stop)
+
+    asyncio.run(scenario())
+
+
 def test_wal_is_synced_before_visible_outputs_only(tmp_path: Path) -> None:
     # Inputs that lead to nothing visible stay buffered; the next broadcast (or commit) syncs
     # them all first, so nothing seen outside the process depends on an input a crash can lose.

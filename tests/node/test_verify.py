@@ -97,6 +97,24 @@ def test_finalize_verifies_only_the_txs_not_known_to_verify(tmp_path: Path) -> N
     store.close()
 
 
+def test_the_accepted_proposal_lists_its_txs_not_known_to_verify(tmp_path: Path) -> None:
+    # what the engine sends to its verifier workers while the votes go round (Engine._preverify)
+    store = BlockStore(tmp_path / "db", CHAIN_ID)
+    app = Application(chain(), store)
+    assert app.unverified_proposal_txs() == []  # no proposal accepted yet
+    known, unseen = transfer_tx(0, 1), transfer_tx(1, 2, to=2)
+    app.verified.remember(tx_hash(known))
+    time_ms = chain().genesis_time_ms + 1_000
+    raw = app.prepare_proposal(1, time_ms, proposer(), [known, unseen])
+    app.process_proposal(1, raw, time_ms)
+    assert app.unverified_proposal_txs() == [unseen]
+    app.verified.remember(tx_hash(unseen))  # a worker's verdict arrived
+    assert app.unverified_proposal_txs() == []
+    finalized = app.finalize_block(raw)
+    assert finalized.verified_inline == 0
+    store.close()
+
+
 def test_verified_txs_forget_the_oldest_beyond_capacity() -> None:
     verified = VerifiedTxs(capacity=2)
     for digest in (b"a", b"b", b"c"):
