@@ -106,6 +106,16 @@ class LocalNetwork:
         return {k: e.height() for k, e in self.hub.others(self.me)}
 
 
+class TxRecorder(engine_module.NullNetwork):
+    """A network that records the txs the engine relays."""
+
+    def __init__(self) -> None:
+        self.relayed: list[bytes] = []
+
+    def broadcast_txs(self, txs: Sequence[bytes]) -> None:
+        self.relayed.extend(txs)
+
+
 def make_engine(root: Path, chain: ChainConfig, key: Key, config: NodeConfig = CONFIG) -> Engine:
     home = NodeHome(root)
     home.ensure_dirs()
@@ -359,13 +369,6 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
     Txs that fail the cheap checks (a duplicate here) are not relayed; gossiped-in txs are not
     relayed again (the validators form a full mesh)."""
 
-    class TxRecorder(engine_module.NullNetwork):
-        def __init__(self) -> None:
-            self.relayed: list[bytes] = []
-
-        def broadcast_txs(self, txs: Sequence[bytes]) -> None:
-            self.relayed.extend(txs)
-
     async def scenario() -> None:
         chain = chain_config(1)
         engine = make_engine(tmp_path, chain, VALIDATORS[0])
@@ -402,13 +405,6 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
 def test_unverified_proposal_txs_go_to_the_workers_without_relaying(tmp_path: Path) -> None:
     """Engine._preverify (called for an accepted proposal's txs we have not verified): the workers
     check them as admissions, so finalize_block finds them known; they are not gossiped again."""
-
-    class TxRecorder(engine_module.NullNetwork):
-        def __init__(self) -> None:
-            self.relayed: list[bytes] = []
-
-        def broadcast_txs(self, txs: Sequence[bytes]) -> None:
-            self.relayed.extend(txs)
 
     async def scenario() -> None:
         chain = chain_config(1)
