@@ -31,6 +31,7 @@ from stf.config import ChainConfig, address_of
 from stf.events import BOOK_LEVEL, Event
 from stf.funding import sample_and_apply
 from stf.liquidation import liquidate_accounts
+from stf.matching import TIF_POST_ONLY
 from stf.nonces import check_nonce, record_nonce
 from stf.prices import refresh_mark_price, refresh_oracle_price
 from stf.results import Code, Rejected, TxResult, reject
@@ -38,7 +39,6 @@ from stf.signing import SignatureError, signing_message, verify_signature
 from stf.state import INSURANCE_FUND, State
 
 MAX_TX_BYTES: Final = 64 * 1024
-POST_ONLY: Final = tx_pb2.TIME_IN_FORCE_POST_ONLY
 SignatureCheck = Callable[[bytes, bytes, bytes], None]  # (public key, signature, message); raises
 
 
@@ -78,14 +78,14 @@ def skip_signature_check(public_key: bytes, signature: bytes, message: bytes) ->
 def classify(action: str, message: Any) -> int:
     """0: cancels, 1: post-only orders, 2: everything else (`message`: the action's message)."""
     if action == "place_order":
-        return 1 if message.time_in_force == POST_ONLY else 2
+        return 1 if message.time_in_force == TIF_POST_ONLY else 2
     if action == "cancel_order" or action == "cancel_all":
         return 0
     if action == "batch":
         worst = 0
         for item in message.items:
             if item.WhichOneof("item") == "place":
-                worst = max(worst, 1 if item.place.time_in_force == POST_ONLY else 2)
+                worst = max(worst, 1 if item.place.time_in_force == TIF_POST_ONLY else 2)
         return worst if message.items else 2
     return 2
 
