@@ -23,6 +23,7 @@ from node.cli import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 from node.config import load_config
 from sdk.client import NodeClient
 from sdk.keys import Key, devnet_account_key
+from tests.processes import alive
 
 WAIT_S = 90.0
 
@@ -393,7 +394,7 @@ def test_devnet_up_status_and_stop(tmp_path: Path) -> None:
         assert up.wait(60) == 0
         pids = [int(str(p["pid"])) for p in processes]
         for pid in pids:
-            assert not _alive(pid), f"pid {pid} survived Ctrl-C"
+            assert not alive(pid), f"pid {pid} survived Ctrl-C"
         after = json.loads((root / "manifest.json").read_text())
         assert all(p["alive"] is False for p in after["processes"])
         assert ita("devnet", "down", "--home", str(root)).returncode == 0  # nothing left: still fine
@@ -432,18 +433,7 @@ def test_devnet_down_stops_a_running_devnet(tmp_path: Path) -> None:
         down = ita("devnet", "down", "--home", str(root))
         assert down.returncode == 0
         assert up.wait(30) == 0
-        assert not _alive(int(manifest["processes"][0]["pid"]))
+        assert not alive(int(manifest["processes"][0]["pid"]))
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (not yet reaped by its parent) is dead for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False

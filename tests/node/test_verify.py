@@ -21,6 +21,7 @@ from stf.block import MAX_TX_BYTES, decode_tx
 from stf.results import Code, TxResult
 from stf.signing import signing_message, tx_hash, verify_signature
 from tests.node.support import CHAIN_ID, account, chain, corrupt_signature, proposer, transfer_tx
+from tests.processes import alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,8 +161,6 @@ def test_verify_tx_is_total() -> None:
 
 
 def test_workers_run_at_the_configured_niceness() -> None:
-    import os
-
     with VerifierPool(CHAIN_ID, workers=1, nice=3) as nicer:
         assert nicer.niceness() == [os.nice(0) + 3]
         assert nicer.verify([transfer_tx(0, 9)])[0].ok
@@ -207,25 +206,14 @@ def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
     try:
         assert owner.stdout is not None
         pids = [int(x) for x in owner.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
     finally:
         owner.kill()
         owner.wait()
     deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped by the forkserver) counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_big_batches_go_one_at_a_time_and_keep_their_order() -> None:
