@@ -91,6 +91,7 @@ from node.wal import Wal
 from proto.ita.v1 import block_pb2, node_pb2
 from sdk.keys import Key
 from stf.config import ChainConfig
+from stf.results import Code
 from stf.signing import tx_hash as hash_of_tx
 
 log = logging.getLogger("ita.engine")
@@ -103,6 +104,7 @@ STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the 
 STALL_RESEND_MAX = 64
 # Outputs seen outside the process or committing a block: the WAL is synced before them.
 VISIBLE_OUTPUTS = (Broadcast, Decide)
+PREVERIFY_WAIT_S = 1.0  # longest a decided block waits for its txs' verification in the workers
 INCREMENTAL_RECHECK_MIN = 1_000  # pending txs beyond the block's below which a full recheck is cheaper
 
 
@@ -163,10 +165,12 @@ class Engine:
         self.pending_gossip: list[bytes] = []
         self.evidence_file = Path(home.data_dir) / "evidence.jsonl"
         self.last_commit_at = 0.0
+        self._verify_wait_s = 0.0  # how long the block being decided waited for its txs' verification
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
         self.tracing: Tracing | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._preverifying: set[asyncio.Task[list[Admission]]] = set()  # references keep them alive
+        self._preverify_by_block: dict[bytes, asyncio.Task[list[Admission]]] = {}  # block id -> its task
 
     def _new_verifier(self) -> VerifierPool:
         mempool = self.config.mempool
@@ -243,13 +247,34 @@ class Engine:
         while True:
             inp = await self.queue.get()
             try:
-                self._step(inp)
+                await self._step_waiting(inp)
             except Exception:  # a bug must stop the node loudly, never silently stall it
                 log.exception("consensus step failed; stopping")
                 raise
 
     def _step(self, inp: Input) -> None:
         self._carry_out(self.core.step(inp))
+
+    async def _step_waiting(self, inp: Input) -> None:
+        """`_step`, except that a Decide whose block's txs are still being verified by the workers
+        (Engine._preverify) waits for them (at most PREVERIFY_WAIT_S) after the outputs before it
+        are carried out: verifying them again on this thread would pay twice for what is already
+        under way on the other core. The event loop keeps admitting txs meanwhile; consensus inputs
+        wait in the queue, so nothing else happens to the state."""
+        outputs = self.core.step(inp)
+        for index, out in enumerate(outputs):
+            if not isinstance(out, Decide):
+                continue
+            pending = self._preverify_by_block.get(out.block_id)
+            self._preverify_by_block.clear()  # a decided height: the older proposals' tasks are moot
+            if pending is not None and not pending.done():
+                self._carry_out(outputs[:index])
+                outputs = outputs[index:]
+                started = time.perf_counter()
+                await asyncio.wait({pending}, timeout=PREVERIFY_WAIT_S)
+                self._verify_wait_s = time.perf_counter() - started
+            break
+        self._carry_out(outputs)
 
     def _carry_out(self, outputs: list[Output]) -> None:
         for out in outputs:
@@ -314,18 +339,22 @@ class Engine:
             valid = False
         self.enqueue(BlockValidity(req.height, req.round, req.block_id, valid))
         if valid:
-            self._preverify(self.app.unverified_proposal_txs())
+            self._preverify(self.app.unverified_proposal_txs(), req.block_id)
 
-    def _preverify(self, txs: list[bytes]) -> None:
+    def _preverify(self, txs: list[bytes], block_id: bytes = b"") -> None:
         """Send a valid proposal's txs that we have not verified yet (their gossip has not arrived)
         to the verifier workers now, as admissions: while the votes go round they verify on the
         other core, and finalize_block finds them known instead of verifying them on this thread.
-        Those still out when the block commits are verified there, and dropped here as seen."""
+        Their batches go ahead of the queued ones, and the block's Decide waits for them
+        (`_step_waiting`): the work is already under way, and the txs the block needs before
+        anything else. What is still unverified when the wait ends is verified by finalize_block."""
         if not txs:
             return
-        task = asyncio.get_running_loop().create_task(self._admit(txs, gossip=False))
+        task = asyncio.get_running_loop().create_task(self._admit(txs, gossip=False, urgent=True))
         self._preverifying.add(task)
         task.add_done_callback(self._preverifying.discard)
+        if block_id:
+            self._preverify_by_block[block_id] = task
 
     def _decide(self, decide: Decide) -> None:
         height = decide.height
@@ -349,9 +378,11 @@ class Engine:
                     "execute_s": executed - started,
                     "store_s": stored - executed,
                     "mempool_s": done - stored,
+                    "verify_wait_s": self._verify_wait_s,
                     "block_time_ms": committed.block.header.time_ms,
                 },
             )
+        self._verify_wait_s = 0.0
         assert self.wal is not None
         self.wal.end_height(height)  # the marker; not synced: the store's synced write committed h
         self.wal_unsynced = False  # the Decide above synced every input
@@ -486,7 +517,10 @@ class Engine:
     async def submit_txs(self, txs: Sequence[bytes]) -> list[Admission]:
         return await self._admit(txs, gossip=True)
 
-    async def _admit(self, txs: Sequence[bytes], gossip: bool) -> list[Admission]:
+    async def _admit(self, txs: Sequence[bytes], gossip: bool, urgent: bool = False) -> list[Admission]:
+        """Admission of `txs` (see the module doc); `gossip`: relay them to the peers; `urgent`:
+        their batches go to the verifier workers ahead of the queued ones (a proposal's txs, which
+        the block's execution needs soon)."""
         digests = [hash_of_tx(raw) for raw in txs]
         precheck = self.mempool.precheck
         answers: list[Admission | None] = [precheck(raw, d) for raw, d in zip(txs, digests, strict=True)]
@@ -497,7 +531,7 @@ class Engine:
             try:
                 with self._span("tx.verify", txs=len(todo)):
                     verified = await self.verifier.verify_async_unless(
-                        [txs[i] for i in todo], [digests[i] for i in todo], self.mempool.seen
+                        [txs[i] for i in todo], [digests[i] for i in todo], self.mempool.seen, urgent=urgent
                     )
             except VerifierUnavailable as exc:
                 for i in todo:
@@ -510,10 +544,9 @@ class Engine:
                             txs[i], "not checked: the transaction was seen while it waited"
                         )
                         continue
-                    admission = self.mempool.add_verified(txs[i], v, digests[i])
-                    answers[i] = admission
-                    if admission.accepted:
+                    if v.code == Code.OK:  # the signature holds whatever the stateful check says
                         self.app.verified.remember(v.hash)
+                    answers[i] = self.mempool.add_verified(txs[i], v, digests[i])
         return [a for a in answers if a is not None]
 
     def _replace_broken_verifier(self, exc: VerifierUnavailable) -> None:

@@ -65,7 +65,7 @@ def connect_metrics(engine: Engine, metrics: NodeMetrics) -> None:
             metrics.height.set(float(fields["height"]))  # type: ignore[arg-type]
             metrics.block_txs.observe(float(fields["txs"]))  # type: ignore[arg-type]
             metrics.block_apply_latency.observe(float(fields["apply_s"]))  # type: ignore[arg-type]
-            for stage in ("execute", "store", "mempool"):
+            for stage in ("verify_wait", "execute", "store", "mempool"):
                 seconds = float(fields[f"{stage}_s"])  # type: ignore[arg-type]
                 metrics.block_stage_latency.labels(stage=stage).observe(seconds)
             metrics.txs_verified_inline.inc(float(fields["verified_inline"]))  # type: ignore[arg-type]

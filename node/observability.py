@@ -113,9 +113,10 @@ class NodeMetrics:
                                              "Applying one block through the STF.",
                                              buckets=_LATENCY_BUCKETS, registry=r)
         self.block_stage_latency = Histogram("ita_block_stage_seconds",
-                                             "One stage of committing a block: execute (STF, signatures "
-                                             "not verified before), store (block, results, snapshot), "
-                                             "mempool (evict and recheck).",
+                                             "One stage of committing a block: verify_wait (for the "
+                                             "workers to finish its txs' signatures), execute (STF, "
+                                             "signatures not verified before), store (block, results, "
+                                             "snapshot), mempool (evict and recheck).",
                                              ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
         self.txs_verified_inline = Counter("ita_block_txs_verified_inline",
                                            "Committed txs whose signatures the block execution checked "

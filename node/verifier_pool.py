@@ -18,6 +18,8 @@ Theory of operation
   This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
   cost the owner ~200 us of CPU per batch (and GIL hand-offs with the consensus thread);
   here it is one pickle, one write, one read and one unpickle.
+- Urgent batches (``urgent=True``: the txs of a proposal the node is about to execute) wait in
+  a queue of their own that is served first; each queue is FIFO.
 - ``verify_async_unless`` takes a skip test (on a key per tx; the node passes tx hashes)
   that runs when a batch leaves the queue: under load a batch can wait while the block
   holding its txs is decided and executed (which checks them inline), and the node then
@@ -114,6 +116,7 @@ class VerifierPool:
         self.nice = nice
         self._workers: list[_Worker] = []
         self._queue: deque[_Job] = deque()
+        self._urgent: deque[_Job] = deque()  # served before _queue
         self._failure: str | None = None  # set once: closed or broken
 
     # ------------------------------------------------------------------ lifecycle
@@ -201,13 +204,17 @@ class VerifierPool:
         return [v for v in results if v is not None]
 
     async def verify_async_unless(
-        self, txs: Sequence[bytes], keys: Sequence[bytes] | None, skip: Callable[[bytes], bool] | None
+        self,
+        txs: Sequence[bytes],
+        keys: Sequence[bytes] | None,
+        skip: Callable[[bytes], bool] | None,
+        urgent: bool = False,
     ) -> list[Verified | None]:
         """``verify_async``, except that a tx for which ``skip(key)`` (its entry in ``keys``, e.g.
         its hash) is true when its batch leaves the queue for a worker is not checked (None in
         its place). Under load a batch can wait in the queue while the block holding its txs is
         decided and executed (which checks them itself): the node skips what is already
-        committed instead of paying twice."""
+        committed instead of paying twice. ``urgent`` batches go ahead of every queued ordinary one."""
         workers = self._started()
         loop = asyncio.get_running_loop()
         futures = []
@@ -217,7 +224,7 @@ class VerifierPool:
             future: asyncio.Future[list[Verified | None]] = loop.create_future()
             size = sum(map(len, chunk)) + 8 * len(chunk)
             job_skip = skip if chunk_keys is not None else None
-            self._queue.append(_Job(chunk, future, chunk_keys, job_skip, size))
+            (self._urgent if urgent else self._queue).append(_Job(chunk, future, chunk_keys, job_skip, size))
             futures.append(future)
         self._dispatch(workers, loop)
         batches = await asyncio.gather(*futures)
@@ -230,10 +237,11 @@ class VerifierPool:
         ]
 
     def _dispatch(self, workers: list[_Worker], loop: asyncio.AbstractEventLoop) -> None:
-        while self._queue and self._failure is None:
-            job = self._queue[0]
+        while (self._urgent or self._queue) and self._failure is None:
+            queue = self._urgent or self._queue
+            job = queue[0]
             if job.future.cancelled():
-                self._queue.popleft()
+                queue.popleft()
                 continue
             worker = min(workers, key=lambda w: len(w.in_flight))
             if worker.in_flight and (
@@ -241,7 +249,7 @@ class VerifierPool:
                 or sum(j.size for j in worker.in_flight) + job.size > PIPE_ROOM
             ):
                 return  # a busy worker takes a second batch only if the pipe can hold it
-            self._queue.popleft()
+            queue.popleft()
             if not self._prepare(job):
                 continue  # nothing left to check in it
             if worker.loop is not loop:  # first use, or a new event loop (asyncio.run per call)
@@ -251,7 +259,7 @@ class VerifierPool:
             try:
                 worker.conn.send_bytes(job.payload)
             except OSError as exc:
-                self._queue.appendleft(job)
+                queue.appendleft(job)
                 self._died(exc)
                 return
             worker.in_flight.append(job)
@@ -298,7 +306,7 @@ class VerifierPool:
     # ------------------------------------------------------------------ failure
 
     def _require_idle(self, workers: list[_Worker]) -> None:
-        if self._queue or any(w.in_flight for w in workers):
+        if self._queue or self._urgent or any(w.in_flight for w in workers):
             raise RuntimeError("blocking use of the verifier pool while async batches are in flight")
 
     def _unwatch(self, worker: _Worker) -> None:
@@ -321,7 +329,8 @@ class VerifierPool:
         self._fail_all(self._failure)
 
     def _fail_all(self, reason: str) -> None:
-        jobs = list(self._queue)
+        jobs = [*self._urgent, *self._queue]
+        self._urgent.clear()
         self._queue.clear()
         for worker in self._workers:
             jobs.extend(worker.in_flight)

@@ -13,6 +13,7 @@ import pytest
 
 from consensus import (
     Broadcast,
+    Decide,
     ScheduleTimeout,
     SignedVote,
     StartHeight,
@@ -32,6 +33,7 @@ from sdk import tx as sdk_tx
 from sdk.keys import Key
 from stf.block import BlockHeader, apply_block
 from stf.config import ChainConfig, ValidatorSpec
+from stf.results import Code
 from stf.signing import tx_hash
 from tests.stf_support import USD, keys, make_config, order
 
@@ -379,9 +381,11 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
             release = asyncio.Event()
             real_verify = engine.verifier.verify_async_unless
 
-            async def slow_verify(txs: Sequence[bytes], keys: object, skip: object) -> list[object]:
+            async def slow_verify(
+                txs: Sequence[bytes], keys: object, skip: object, urgent: bool
+            ) -> list[object]:
                 await release.wait()
-                return await real_verify(txs, keys, skip)  # type: ignore[arg-type,return-value]
+                return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type,return-value]
 
             engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
             signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
@@ -421,6 +425,71 @@ def test_unverified_proposal_txs_go_to_the_workers_without_relaying(tmp_path: Pa
         finally:
             await engine.stop()
         assert not engine._preverifying  # finished (or cancelled by stop)
+
+    asyncio.run(scenario())
+
+
+def test_a_decided_block_waits_for_its_txs_in_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Decide of a block whose txs the workers are still verifying (Engine._preverify) waits
+    for them instead of checking them again on the consensus thread; the outputs before it are
+    carried out at once, and the wait is bounded (PREVERIFY_WAIT_S)."""
+
+    async def scenario() -> None:
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
+        before = ScheduleTimeout(1, 0, Step.PROPOSE, 10)
+        decide = Decide(1, 0, b"block-id", b"block", None)  # type: ignore[arg-type]
+        carried: list[list[object]] = []
+        engine._carry_out = lambda outputs: carried.append(list(outputs))  # type: ignore[method-assign]
+        engine.core.step = lambda inp: [before, decide]  # type: ignore[method-assign]
+
+        gate = asyncio.Event()
+        engine._preverify_by_block[b"block-id"] = asyncio.ensure_future(gate.wait())  # type: ignore[assignment]
+        step = asyncio.ensure_future(engine._step_waiting(StartHeight(1)))
+        await asyncio.sleep(0.05)
+        assert carried == [[before]]  # the Decide waits for the verification under way
+        gate.set()
+        await asyncio.wait_for(step, 5)
+        assert carried == [[before], [decide]]
+        assert not engine._preverify_by_block
+
+        carried.clear()
+        monkeypatch.setattr(engine_module, "PREVERIFY_WAIT_S", 0.05)
+        stuck = asyncio.ensure_future(asyncio.Event().wait())
+        engine._preverify_by_block[b"block-id"] = stuck  # type: ignore[assignment]
+        await asyncio.wait_for(engine._step_waiting(StartHeight(1)), 5)
+        assert carried == [[before], [decide]]  # gave up waiting: finalize verifies what is left
+        assert engine._verify_wait_s >= 0.05
+        stuck.cancel()
+
+        carried.clear()
+        await engine._step_waiting(StartHeight(1))  # nothing under way: no wait, one pass
+        assert carried == [[before, decide]]
+
+    asyncio.run(scenario())
+
+
+def test_a_good_signature_is_remembered_even_when_the_state_rejects_the_tx(tmp_path: Path) -> None:
+    """A proposal's tx whose signature holds but which the mempool's stateful check refuses (here:
+    an account that does not exist) is still known to verify: finalize_block must not check its
+    signature again on the consensus thread."""
+
+    async def scenario() -> None:
+        chain = chain_config(1)
+        engine = make_engine(tmp_path, chain, VALIDATORS[0])
+        engine.attach_network(TxRecorder())
+        await engine.start()
+        try:
+            raw = sdk_tx.Signer(Key.generate(), chain.chain_id).sign(order("sell", 600_000, 20))
+            [admission] = await engine._admit([raw], gossip=False, urgent=True)
+            assert not admission.accepted and admission.code == Code.UNKNOWN_ACCOUNT
+            assert tx_hash(raw) in engine.app.verified
+            forged = raw[:-1] + bytes([raw[-1] ^ 1])
+            [refused] = await engine._admit([forged], gossip=False, urgent=True)
+            assert refused.code == Code.BAD_SIGNATURE and tx_hash(forged) not in engine.app.verified
+        finally:
+            await engine.stop()
 
     asyncio.run(scenario())
 

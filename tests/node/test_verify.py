@@ -253,3 +253,26 @@ def test_batches_skip_what_became_known_while_they_waited() -> None:
     assert [r is not None and r.ok for r in results] == [True] * 6 + [False] * 6
     assert results[6:] == [None] * 6
     assert sorted(checked) == sorted(txs)  # each tx tested once, when its batch left the queue
+
+
+def test_urgent_batches_leave_the_queue_first() -> None:
+    """A proposal's txs (urgent) go to a worker ahead of every queued ordinary batch; the batches
+    already sent keep their place, and each queue stays in order."""
+    ordinary = [transfer_tx(2, 5000 + i) for i in range(12)]
+    urgent = [transfer_tx(3, 6000 + i) for i in range(4)]
+    dispatched: list[bytes] = []
+
+    def record(key: bytes) -> bool:  # the skip test runs as a batch leaves the queue
+        dispatched.append(key)
+        return False
+
+    async def scenario() -> tuple[list[Verified | None], list[Verified | None]]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=2) as p:
+            first = asyncio.ensure_future(p.verify_async_unless(ordinary, ordinary, record))
+            await asyncio.sleep(0)  # two batches sent (MAX_IN_FLIGHT), four wait
+            second = asyncio.ensure_future(p.verify_async_unless(urgent, urgent, record, urgent=True))
+            return await first, await second
+
+    plain, pressing = asyncio.run(scenario())
+    assert [r is not None and r.ok for r in plain + pressing] == [True] * 16
+    assert dispatched == ordinary[:4] + urgent + ordinary[4:]
