@@ -13,7 +13,9 @@ Theory of operation
   which records the entry's encoding as it was at the start of the block
   (first touch only). At the end of the block `commit_hash` re-encodes each
   touched entry and updates the LtHash accumulator by (new - old): cost is
-  O(entries touched in the block), independent of the state's size.
+  O(entries touched in the block), independent of the state's size. The old
+  element usually comes from `elements` (stf.apphash.ElementCache), saved
+  when that value was added, rather than from hashing it again.
 - Mutations happen only after an action has been fully validated, so a
   rejected action never needs rolling back (stf/results.py).
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from stf.apphash import LtHash, prefix_key, prefixed_element
+from stf.apphash import ElementCache, LtHash, prefix_key
 from stf.book import Book, Order
 from stf.codec import encode_entry
 from stf.config import ChainConfig, MarketSpec
@@ -146,6 +148,7 @@ class State:
         "orders",
         "validator_power",
         "lthash",
+        "elements",
         "dirty",
         "app_hash",
         "triggers",
@@ -165,6 +168,7 @@ class State:
         self.orders: dict[int, Order] = {}  # every resting order by id
         self.validator_power: dict[bytes, int] = {v.address: v.power for v in config.validators}
         self.lthash = LtHash()
+        self.elements = ElementCache()  # recently added entries' elements: removing them costs no hash
         self.dirty: dict[bytes, bytes | None] = {}  # key -> encoding at block start (None: absent)
         self.app_hash = b""
         self.triggers = TriggerIndex(len(self.markets))  # derived: rebuilt on snapshot load
@@ -235,15 +239,16 @@ class State:
         """Fold this block's touched entries into the accumulator; return the app hash."""
         added = 0  # sums of the elements to add and to remove, folded into the accumulator once
         removed = 0
+        elements = self.elements
         for key, old in self.dirty.items():
             new = encode_entry(self, key)
             if new == old:
                 continue
             prefixed = prefix_key(key)
             if old is not None:
-                removed += prefixed_element(prefixed, old)
+                removed += elements.removed(prefixed + old)
             if new is not None:
-                added += prefixed_element(prefixed, new)
+                added += elements.added(prefixed + new)
         self.dirty = {}
         lthash = self.lthash
         lthash.add_sum(added, removed)

@@ -214,3 +214,32 @@ def test_corrupt_snapshots_are_refused() -> None:
     other = make_config(ACCOUNTS, validators=VALIDATORS, markets=MARKETS, chain_id="other-1")
     with pytest.raises(SnapshotError, match="chain"):
         decode_snapshot(other, good)
+
+
+def test_the_element_cache_only_saves_work() -> None:
+    """stf.apphash.ElementCache: the same app hash at every block whether removed elements come
+    from the cache (default size) or are hashed again (a cache of 2 that forgets at once), and the
+    hash a from-scratch recomputation gives."""
+    from stf.apphash import ElementCache
+
+    cached = build_chain(3_000 * USD)
+    forgetful = build_chain(3_000 * USD)
+    forgetful.state.elements = ElementCache(2)
+    blocks = random_blocks(cached, 80, seed=3, swing=4_000, size_mult=40)
+    for txs in blocks:
+        assert cached.block(txs).app_hash == forgetful.block(txs).app_hash
+    assert len(cached.state.elements) > 100 and len(forgetful.state.elements) <= 2
+    assert cached.state.app_hash == full_hash(cached.state)
+
+
+def test_element_cache_answers_like_the_hash_and_stays_bounded() -> None:
+    from stf.apphash import ElementCache, element_of_input
+
+    cache = ElementCache(8)
+    inputs = [bytes([i]) * (i + 1) for i in range(20)]
+    assert [cache.added(d) for d in inputs] == [element_of_input(d) for d in inputs]
+    assert len(cache) <= 8
+    assert [cache.removed(d) for d in inputs] == [element_of_input(d) for d in inputs]  # hits and misses
+    assert len(cache) == 0  # a removed input is forgotten (its entry no longer holds that value)
+    with pytest.raises(ValueError):
+        ElementCache(1)
