@@ -4,9 +4,10 @@ in-memory network (no gRPC): commits, txs, restart from the WAL/store, block syn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,18 @@ def make_engine(root: Path, chain: ChainConfig, key: Key, config: NodeConfig = C
     home = NodeHome(root)
     home.ensure_dirs()
     return Engine(chain, config, home, key)
+
+
+@contextlib.asynccontextmanager
+async def started_engine(tmp_path: Path, network: engine_module.NullNetwork) -> AsyncIterator[Engine]:
+    """A single-validator engine on `network`, started, and stopped when the block ends."""
+    engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
+    engine.attach_network(network)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
 
 
 async def wait_until(predicate: object, timeout: float = 30.0) -> None:
@@ -372,12 +385,8 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
     relayed again (the validators form a full mesh)."""
 
     async def scenario() -> None:
-        chain = chain_config(1)
-        engine = make_engine(tmp_path, chain, VALIDATORS[0])
         network = TxRecorder()
-        engine.attach_network(network)
-        await engine.start()
-        try:
+        async with started_engine(tmp_path, network) as engine:
             release = asyncio.Event()
             real_verify = engine.verifier.verify_async_unless
 
@@ -388,7 +397,7 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
                 return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type,return-value]
 
             engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
-            signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
+            signer = sdk_tx.Signer(TRADERS[0], engine.chain.chain_id)
             raw = signer.sign(order("sell", 600_000, 20))
             pending = asyncio.ensure_future(engine.submit_txs([raw]))
             await wait_until(lambda: network.relayed == [raw], timeout=10)
@@ -400,8 +409,6 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
             await engine.on_txs([signer.sign(order("sell", 600_001, 20))], b"peer")
             await asyncio.sleep(0.1)  # a few gossip ticks
             assert network.relayed == [raw]
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
 
@@ -411,19 +418,13 @@ def test_unverified_proposal_txs_go_to_the_workers_without_relaying(tmp_path: Pa
     check them as admissions, so finalize_block finds them known; they are not gossiped again."""
 
     async def scenario() -> None:
-        chain = chain_config(1)
-        engine = make_engine(tmp_path, chain, VALIDATORS[0])
         network = TxRecorder()
-        engine.attach_network(network)
-        await engine.start()
-        try:
-            raw = sdk_tx.Signer(TRADERS[0], chain.chain_id).sign(order("sell", 600_000, 20))
+        async with started_engine(tmp_path, network) as engine:
+            raw = sdk_tx.Signer(TRADERS[0], engine.chain.chain_id).sign(order("sell", 600_000, 20))
             engine._preverify([raw])
             await wait_until(lambda: tx_hash(raw) in engine.app.verified, timeout=10)
             await asyncio.sleep(0.1)  # a few gossip ticks
             assert network.relayed == []
-        finally:
-            await engine.stop()
         assert not engine._preverifying  # finished (or cancelled by stop)
 
     asyncio.run(scenario())
@@ -476,20 +477,14 @@ def test_a_good_signature_is_remembered_even_when_the_state_rejects_the_tx(tmp_p
     signature again on the consensus thread."""
 
     async def scenario() -> None:
-        chain = chain_config(1)
-        engine = make_engine(tmp_path, chain, VALIDATORS[0])
-        engine.attach_network(TxRecorder())
-        await engine.start()
-        try:
-            raw = sdk_tx.Signer(Key.generate(), chain.chain_id).sign(order("sell", 600_000, 20))
+        async with started_engine(tmp_path, TxRecorder()) as engine:
+            raw = sdk_tx.Signer(Key.generate(), engine.chain.chain_id).sign(order("sell", 600_000, 20))
             [admission] = await engine._admit([raw], gossip=False, urgent=True)
             assert not admission.accepted and admission.code == Code.UNKNOWN_ACCOUNT
             assert tx_hash(raw) in engine.app.verified
             forged = raw[:-1] + bytes([raw[-1] ^ 1])
             [refused] = await engine._admit([forged], gossip=False, urgent=True)
             assert refused.code == Code.BAD_SIGNATURE and tx_hash(forged) not in engine.app.verified
-        finally:
-            await engine.stop()
 
     asyncio.run(scenario())
 
