@@ -12,7 +12,13 @@ step) with step proposal < prevote < precommit. A new request is
 
 ``GuardedSigner`` signs in memory, then persists the new state through a callback, and only
 then returns the signature: a signature never leaves the process before the state that forbids
-its conflicting twin is durable. The node's callback does the fsync + atomic rename.
+its conflicting twin is durable. The node's callback does the fsync + atomic rename. With
+``deferred=True`` the signer persists at ``flush()`` instead: the owner of a sans-I/O core calls
+it after each ``core.step`` and before carrying out any of the step's outputs, which is still
+before a signature can leave the process (signatures leave only through those outputs), and
+pays one durable write for all the signatures of a step (a lone validator signs its proposal,
+prevote and precommit in one step). The in-memory state decides every request either way; a
+crash before the flush loses only signatures nobody else has seen.
 
 The persisted state keeps the few most recent signatures (one step of the core signs at most a
 proposal, a prevote and a precommit), not just the last: if the process dies after signing but
@@ -74,19 +80,24 @@ class GuardedSigner:
 
     ``persist`` receives the most recent signed states (oldest first, the last one is the guard
     position) and must store them durably before returning; if it raises, nothing is signed.
+    ``deferred``: ``persist`` runs at ``flush()`` rather than in ``sign`` (see the module doc);
+    the caller must flush before any signature made since the last flush leaves the process.
     """
 
-    __slots__ = ("_inner", "_recent", "_persist")
+    __slots__ = ("_inner", "_recent", "_persist", "_deferred", "_unpersisted")
 
     def __init__(
         self,
         inner: Signer,
         recent: Sequence[SignState] = (),
         persist: Callable[[tuple[SignState, ...]], None] | None = None,
+        deferred: bool = False,
     ) -> None:
         self._inner = inner
         self._recent = tuple(recent)[-RECENT_KEPT:]
         self._persist = persist
+        self._deferred = deferred
+        self._unpersisted = False
 
     @property
     def public_key(self) -> bytes:
@@ -111,9 +122,24 @@ class GuardedSigner:
         state = SignState(request.height, request.round, request.step, request.sign_bytes, signature)
         recent = (*self._recent, state)[-RECENT_KEPT:] if decision is GuardDecision.SIGN else self._recent
         if self._persist is not None and recent != self._recent:
-            self._persist(recent)
+            if self._deferred:
+                self._unpersisted = True
+            else:
+                self._persist(recent)
         self._recent = recent
         return signature
+
+    @property
+    def unpersisted(self) -> bool:
+        """Deferred mode: a signature was made since the last flush."""
+        return self._unpersisted
+
+    def flush(self) -> None:
+        """Deferred mode: durably store the states signed since the last flush (no-op if none).
+        If ``persist`` raises, the signatures stay unpersisted and must not leave the process."""
+        if self._unpersisted and self._persist is not None:
+            self._persist(self._recent)
+            self._unpersisted = False
 
 
 def recover_signed_votes(recent: Sequence[SignState], chain_id: str, address: bytes) -> list[SignedVote]:

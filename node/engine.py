@@ -10,9 +10,12 @@ Theory of operation (DESIGN.md principles 6-8)
   on, so nothing we said or committed can depend on an input a crash could lose. Inputs
   that led to nothing visible (most peer votes, timers) stay buffered until the next visible
   output syncs them: losing them in a crash only means hearing them again from the peers
-  (CometBFT likewise syncs only before its own messages). Our own signatures are made by
-  `consensus.GuardedSigner`, which persists the signing state (fsync + atomic rename) before
-  a signature leaves the signer.
+  (CometBFT likewise syncs only before its own messages). A step's WAL inputs are appended
+  ahead of its other outputs (up to a Decide), so one fsync covers them. Our own signatures
+  are made by `consensus.GuardedSigner` in deferred mode: `_core_step` persists the signing
+  state (fsync + atomic rename) once after each `core.step`, before any of the step's outputs
+  is carried out, so no signature leaves the process before the state forbidding its twin is
+  on disk.
 - Decide(h): finalize through the STF, persist block + certificate + results + app hash
   (one atomic store write), then seal WAL height h, evict committed txs from the mempool,
   wake StreamBlocks waiters, announce our height and start h+1 `timeout_commit` after the
@@ -154,7 +157,9 @@ class Engine:
         self.signer: GuardedSigner | None = None
         if validator_key is not None:
             inner = Ed25519Signer(nacl.signing.SigningKey(validator_key.seed))
-            self.signer = GuardedSigner(inner, self.guard_file.load(), persist=self.guard_file.save)
+            self.signer = GuardedSigner(
+                inner, self.guard_file.load(), persist=self.guard_file.save, deferred=True
+            )
         self.consensus_config = config.consensus.consensus_config()
         self.core = ConsensusCore(self.consensus_config, self.vset, self.signer, chain.chain_id)
         self.mempool = Mempool(config.mempool, lambda v: check_tx_against_state(self.app.state, v))
@@ -235,7 +240,7 @@ class Engine:
             log.info("replaying %d WAL inputs of height %d", len(inputs), wal.height)
             outputs: list[Output] = []
             for inp in inputs:
-                outputs.extend(self.core.step(inp))
+                outputs.extend(self._core_step(inp))
             self._carry_out([o for o in outputs if not isinstance(o, WalAppend)])
         else:
             self._step(StartHeight(committed + 1))
@@ -257,8 +262,17 @@ class Engine:
                 log.exception("consensus step failed; stopping")
                 raise
 
+    def _core_step(self, inp: Input) -> list[Output]:
+        """`core.step`, then the guard's flush: every signature the step made is durable (fsync +
+        atomic rename) before any of its outputs -- the only way a signature leaves the process --
+        is carried out. One write per step, not one per signature."""
+        outputs = self.core.step(inp)
+        if self.signer is not None:
+            self.signer.flush()
+        return outputs
+
     def _step(self, inp: Input) -> None:
-        self._carry_out(self.core.step(inp))
+        self._carry_out(self._core_step(inp))
 
     async def _step_waiting(self, inp: Input) -> None:
         """`_step`, except that a Decide whose block's txs are still being verified by the workers
@@ -266,7 +280,7 @@ class Engine:
         are carried out: verifying them again on this thread would pay twice for what is already
         under way on the other core. The event loop keeps admitting txs meanwhile; consensus inputs
         wait in the queue, so nothing else happens to the state."""
-        outputs = self.core.step(inp)
+        outputs = self._core_step(inp)
         for index, out in enumerate(outputs):
             if not isinstance(out, Decide):
                 continue
@@ -282,12 +296,29 @@ class Engine:
         self._carry_out(outputs)
 
     def _carry_out(self, outputs: list[Output]) -> None:
+        """Carry out a step's outputs in order, except that the WAL inputs of each run of outputs
+        up to (and including) a Decide are appended first: one fsync before the run's first
+        visible output then covers them all (a lone validator's step broadcasts its proposal,
+        prevote and precommit). Appending an input earlier only makes it durable sooner; the
+        inputs keep their order, and those after a Decide belong to the next height's WAL."""
+        run: list[Output] = []
         for out in outputs:
+            run.append(out)
+            if isinstance(out, Decide):
+                self._carry_out_run(run)
+                run = []
+        if run:
+            self._carry_out_run(run)
+
+    def _carry_out_run(self, run: list[Output]) -> None:
+        for out in run:
             if isinstance(out, WalAppend):
                 assert self.wal is not None
                 crash_point("before_wal_write", self.core.height)
                 self.wal.append(encode_input(out.input))
                 self.wal_unsynced = True
+        for out in run:
+            if isinstance(out, WalAppend):
                 continue
             if self.wal_unsynced and isinstance(out, VISIBLE_OUTPUTS):
                 self.sync_wal()

@@ -98,3 +98,31 @@ def test_recover_signed_votes_from_guard_state() -> None:
     assert recover_signed_votes(signer.recent, "other-chain", address) == []
     assert Vote.from_sign_bytes(b"garbage", "chain", address) is None
     assert Vote.from_sign_bytes(prevote.sign_bytes("chain") + b"x", "chain", address) is None
+
+
+def test_deferred_signer_persists_at_flush_once_per_batch() -> None:
+    """deferred=True: sign() decides from memory and persists nothing; flush() writes the
+    newest window once; a re-sign or an empty flush writes nothing; a failed flush stays due."""
+    inner = Ed25519Signer.from_seed(b"\x06" * 32)
+    persisted: list[tuple[SignState, ...]] = []
+    signer = GuardedSigner(inner, persist=persisted.append, deferred=True)
+    p_sig = signer.sign(SignRequest(2, 0, P, b"prop"))
+    v_sig = signer.sign(SignRequest(2, 0, V, b"vote"))
+    assert persisted == [] and signer.unpersisted
+    with pytest.raises(SignRefused):
+        signer.sign(SignRequest(2, 0, V, b"twin"))  # refused from the in-memory state
+    signer.flush()
+    assert persisted == [(SignState(2, 0, P, b"prop", p_sig), SignState(2, 0, V, b"vote", v_sig))]
+    assert not signer.unpersisted
+    assert signer.sign(SignRequest(2, 0, V, b"vote")) == v_sig  # a re-sign: nothing new to store
+    signer.flush()
+    assert len(persisted) == 1
+
+    def fail(state: tuple[SignState, ...]) -> None:
+        raise OSError("disk full")
+
+    failing = GuardedSigner(inner, persist=fail, deferred=True)
+    failing.sign(SignRequest(3, 0, V, b"x"))
+    with pytest.raises(OSError):
+        failing.flush()
+    assert failing.unpersisted  # the owner must not let that signature out

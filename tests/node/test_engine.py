@@ -15,6 +15,7 @@ import pytest
 from consensus import (
     Broadcast,
     Decide,
+    ProposalMessage,
     ScheduleTimeout,
     SignedVote,
     StartHeight,
@@ -23,11 +24,13 @@ from consensus import (
     Vote,
     VoteType,
     WalAppend,
+    decode_message,
 )
 from node import engine as engine_module
 from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
+from node.signstate import SignStateFile
 from node.verify import verify_tx
 from proto.ita.v1 import block_pb2
 from sdk import tx as sdk_tx
@@ -151,6 +154,55 @@ def same_chain(engines: Sequence[Engine], height: int) -> None:
         hashes = {e.store.app_hash(h) for e in engines}
         assert len(ids) == 1 and None not in ids, f"block ids differ at {h}"
         assert len(hashes) == 1 and None not in hashes, f"app hashes differ at {h}"
+
+
+class GuardWatcher(engine_module.NullNetwork):
+    """A network that checks, at each of our consensus broadcasts, that the signing-state file
+    on disk already holds that signature (the guard persisted before it left the process)."""
+
+    def __init__(self, guard_file: SignStateFile) -> None:
+        self.guard_file = guard_file
+        self.checked = 0
+
+    def broadcast_consensus(self, payload: bytes) -> None:
+        msg = decode_message(payload)
+        signature = msg.signed.signature if isinstance(msg, ProposalMessage) else msg.signature  # type: ignore[union-attr]
+        assert signature in [state.signature for state in self.guard_file.load()], msg
+        self.checked += 1
+
+
+def test_signatures_are_durable_before_broadcast_with_one_guard_write_and_wal_sync_per_height(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard is flushed once per core step (Engine._core_step) and a step's WAL inputs are
+    appended ahead of its broadcasts: a lone validator signs its proposal, prevote and
+    precommit in one step, so it writes the guard file once and fsyncs the WAL once a height,
+    and still no signature is broadcast before the file holds it."""
+    saves: list[int] = []
+    real_save = SignStateFile.save
+
+    def counting_save(self: SignStateFile, recent: tuple[object, ...]) -> None:
+        saves.append(len(recent))
+        real_save(self, recent)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SignStateFile, "save", counting_save)
+
+    async def scenario() -> None:
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
+        watcher = GuardWatcher(engine.guard_file)
+        engine.attach_network(watcher)
+        await engine.start()
+        try:
+            await wait_until(lambda: engine.height() >= 6)
+            height, syncs, writes = engine.height(), engine.wal_syncs, len(saves)
+        finally:
+            await engine.stop()
+        assert watcher.checked >= 3 * height  # proposal, prevote, precommit of every height
+        assert height <= writes <= height + 1  # the next height's step may have begun
+        assert height <= syncs <= height + 1
+        assert engine.signer is not None and not engine.signer.unpersisted
+
+    asyncio.run(scenario())
 
 
 def test_single_validator_commits_and_applies_txs(tmp_path: Path) -> None:
