@@ -205,6 +205,44 @@ def test_signatures_are_durable_before_broadcast_with_one_guard_write_and_wal_sy
     asyncio.run(scenario())
 
 
+def test_guard_writes_run_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's write (and the WAL's fsync) runs on the engine's disk thread: the event loop
+    keeps running while it lasts, and the step's broadcasts still wait for it (GuardWatcher)."""
+    ticks = [0]
+    during: list[int] = []
+    real_save = SignStateFile.save
+
+    def slow_save(self: SignStateFile, recent: tuple[object, ...]) -> None:
+        before = ticks[0]
+        time.sleep(0.1)  # a slow disk
+        real_save(self, recent)  # type: ignore[arg-type]
+        during.append(ticks[0] - before)
+
+    monkeypatch.setattr(SignStateFile, "save", slow_save)
+
+    async def scenario() -> None:
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
+        watcher = GuardWatcher(engine.guard_file)
+        engine.attach_network(watcher)
+
+        async def ticker() -> None:
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0.005)
+
+        tick_task = asyncio.ensure_future(ticker())
+        await engine.start()
+        try:
+            await wait_until(lambda: engine.height() >= 3)
+        finally:
+            await engine.stop()
+            tick_task.cancel()
+        assert watcher.checked >= 9
+        assert during and min(during) >= 3, during  # the loop ticked through every slow write
+
+    asyncio.run(scenario())
+
+
 def test_single_validator_commits_and_applies_txs(tmp_path: Path) -> None:
     async def scenario() -> None:
         chain = chain_config(1)
@@ -494,12 +532,16 @@ def test_a_decided_block_waits_for_its_txs_in_the_workers(
         before = ScheduleTimeout(1, 0, Step.PROPOSE, 10)
         decide = Decide(1, 0, b"block-id", b"block", None)  # type: ignore[arg-type]
         carried: list[list[object]] = []
-        engine._carry_out = lambda outputs: carried.append(list(outputs))  # type: ignore[method-assign]
+
+        async def carry_out(outputs: list[object]) -> None:
+            carried.append(list(outputs))
+
+        engine._carry_out = carry_out  # type: ignore[method-assign,assignment]
         engine.core.step = lambda inp: [before, decide]  # type: ignore[method-assign]
 
         gate = asyncio.Event()
         engine._preverify_by_block[b"block-id"] = asyncio.ensure_future(gate.wait())  # type: ignore[assignment]
-        step = asyncio.ensure_future(engine._step_waiting(StartHeight(1)))
+        step = asyncio.ensure_future(engine._step(StartHeight(1)))
         await asyncio.sleep(0.05)
         assert carried == [[before]]  # the Decide waits for the verification under way
         gate.set()
@@ -511,13 +553,13 @@ def test_a_decided_block_waits_for_its_txs_in_the_workers(
         monkeypatch.setattr(engine_module, "PREVERIFY_WAIT_S", 0.05)
         stuck = asyncio.ensure_future(asyncio.Event().wait())
         engine._preverify_by_block[b"block-id"] = stuck  # type: ignore[assignment]
-        await asyncio.wait_for(engine._step_waiting(StartHeight(1)), 5)
+        await asyncio.wait_for(engine._step(StartHeight(1)), 5)
         assert carried == [[before], [decide]]  # gave up waiting: finalize verifies what is left
         assert engine._verify_wait_s >= 0.05
         stuck.cancel()
 
         carried.clear()
-        await engine._step_waiting(StartHeight(1))  # nothing under way: no wait, one pass
+        await engine._step(StartHeight(1))  # nothing under way: no wait, one pass
         assert carried == [[before, decide]]
 
     asyncio.run(scenario())
@@ -550,11 +592,11 @@ def test_wal_is_synced_before_visible_outputs_only(tmp_path: Path) -> None:
         engine.wal = RecordingWal(log)  # type: ignore[assignment]
         engine.attach_network(RecordingNetwork(log))
         timer = ScheduleTimeout(1, 0, Step.PREVOTE, 60_000)
-        engine._carry_out([WalAppend(Timeout(1, 0, Step.PROPOSE)), timer])
-        engine._carry_out([WalAppend(Timeout(1, 0, Step.PREVOTE)), timer])
+        await engine._carry_out([WalAppend(Timeout(1, 0, Step.PROPOSE)), timer])
+        await engine._carry_out([WalAppend(Timeout(1, 0, Step.PREVOTE)), timer])
         assert log == ["append", "append"] and engine.wal_unsynced
         vote = SignedVote(Vote(VoteType.PREVOTE, 1, 0, b"", VALIDATORS[0].address), b"\x01" * 64)
-        engine._carry_out([WalAppend(Timeout(1, 0, Step.PRECOMMIT)), Broadcast(vote), Broadcast(vote)])
+        await engine._carry_out([WalAppend(Timeout(1, 0, Step.PRECOMMIT)), Broadcast(vote), Broadcast(vote)])
         assert log == ["append", "append", "append", "sync", "broadcast", "broadcast"]
         assert not engine.wal_unsynced and engine.wal_syncs == 1
         engine.verifier.close()
