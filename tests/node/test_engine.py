@@ -189,15 +189,10 @@ def test_signatures_are_durable_before_broadcast_with_one_guard_write_and_wal_sy
     monkeypatch.setattr(SignStateFile, "save", counting_save)
 
     async def scenario() -> None:
-        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
-        watcher = GuardWatcher(engine.guard_file)
-        engine.attach_network(watcher)
-        await engine.start()
-        try:
+        watcher = GuardWatcher(SignStateFile(NodeHome(tmp_path).sign_state_file))
+        async with started_engine(tmp_path, watcher) as engine:
             await wait_until(lambda: engine.height() >= 6)
             height, syncs, writes = engine.height(), engine.wal_syncs, len(saves)
-        finally:
-            await engine.stop()
         assert watcher.checked >= 3 * height  # proposal, prevote, precommit of every height
         # one write per round (a slow machine may time a round out: that round gets its own)
         assert writes >= height and len(set(saves[:writes])) == writes, saves
@@ -223,9 +218,7 @@ def test_guard_writes_run_off_the_event_loop(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(SignStateFile, "save", slow_save)
 
     async def scenario() -> None:
-        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
-        watcher = GuardWatcher(engine.guard_file)
-        engine.attach_network(watcher)
+        watcher = GuardWatcher(SignStateFile(NodeHome(tmp_path).sign_state_file))
 
         async def ticker() -> None:
             while True:
@@ -233,11 +226,10 @@ def test_guard_writes_run_off_the_event_loop(tmp_path: Path, monkeypatch: pytest
                 await asyncio.sleep(0.005)
 
         tick_task = asyncio.ensure_future(ticker())
-        await engine.start()
         try:
-            await wait_until(lambda: engine.height() >= 3)
+            async with started_engine(tmp_path, watcher) as engine:
+                await wait_until(lambda: engine.height() >= 3)
         finally:
-            await engine.stop()
             tick_task.cancel()
         assert watcher.checked >= 9
         assert during and min(during) >= 3, during  # the loop ticked through every slow write
