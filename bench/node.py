@@ -111,10 +111,18 @@ class VerifyBound:
 # ---------------------------------------------------------------------------- one network
 
 
-def bench_template(validators: int, gc_freeze: bool = True, verify_nice: int | None = None) -> NodeConfig:
+TIMEOUT_COMMIT_MS = 100  # the pause after each block (node/config.py ConsensusTimeouts)
+
+
+def bench_template(
+    validators: int,
+    gc_freeze: bool = True,
+    verify_nice: int | None = None,
+    timeout_commit_ms: int = TIMEOUT_COMMIT_MS,
+) -> NodeConfig:
     nice = MempoolConfig().verify_nice if verify_nice is None else verify_nice
     return NodeConfig(
-        consensus=ConsensusTimeouts(timeout_commit_ms=100),
+        consensus=ConsensusTimeouts(timeout_commit_ms=timeout_commit_ms),
         mempool=MempoolConfig(
             verify_workers=2 if validators == 1 else 1,
             max_txs=50_000,
@@ -303,6 +311,7 @@ def run_step(
         "window_s": args.measure,
         "gc_freeze": not args.no_gc_freeze,
         "verify_nice": MempoolConfig().verify_nice if args.verify_nice is None else args.verify_nice,
+        "timeout_commit_ms": args.timeout_commit_ms,
     }
 
 
@@ -314,7 +323,9 @@ def run_network(validators: int, args: argparse.Namespace, bound: VerifyBound) -
 
     def step(rate: float, attempt: int = 0) -> dict[str, Any] | None:
         workdir = base / f"step-{len(steps)}"
-        template = bench_template(validators, gc_freeze=not args.no_gc_freeze, verify_nice=args.verify_nice)
+        template = bench_template(
+            validators, not args.no_gc_freeze, args.verify_nice, args.timeout_commit_ms
+        )
         plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=template)
         create_homes(plan)
         net = Network(plan)
@@ -413,6 +424,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-gc-freeze", action="store_true", help="nodes run with [gc] freeze_after_block = false (A/B)"
+    )
+    parser.add_argument(
+        "--timeout-commit-ms",
+        type=int,
+        default=TIMEOUT_COMMIT_MS,
+        help="the nodes' consensus.timeout_commit_ms: the pause after a block (A/B)",
     )
     args = parser.parse_args()
     progress("measuring ed25519 verification per core ...")

@@ -24,6 +24,14 @@ Invariants
 - A record that LevelDB cannot read, that does not decode, whose height
   disagrees with its key, or a missing block inside 1..latest raises
   ``StoreCorruptError``; ``check_integrity`` walks the whole chain.
+- ``keep_snapshots`` (config ``snapshots_kept``): the batch that stores a snapshot also
+  deletes all but the newest ``keep_snapshots`` of them (0: keep every one). Restart and the
+  snapshot download use the newest; without pruning, one snapshot every
+  ``snapshot_interval`` blocks grew the store without bound.
+- LevelDB compression is off: the store is mostly signatures, keys and hashes. Snappy
+  saved 25% of the block bytes here but cost ~8 us of CPU per stored tx (every memtable
+  flush and compaction compresses again): 13% of a lone validator's CPU at 10,000 tx/s
+  (perf). A store written with compression on still reads: LevelDB marks each block.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import plyvel
 from google.protobuf.message import DecodeError
@@ -81,10 +89,15 @@ def snapshot_height(data: bytes) -> int:
 
 
 class BlockStore:
-    def __init__(self, path: str | os.PathLike[str], chain_id: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], chain_id: str, keep_snapshots: int = 0) -> None:
+        if keep_snapshots < 0:
+            raise ValueError("keep_snapshots is a count (0: keep every snapshot)")
+        self.keep_snapshots = keep_snapshots
         Path(path).mkdir(parents=True, exist_ok=True)
         try:
-            self._db = plyvel.DB(os.fspath(path), create_if_missing=True, paranoid_checks=True)
+            self._db = plyvel.DB(
+                os.fspath(path), create_if_missing=True, paranoid_checks=True, compression=None
+            )
         except plyvel.CorruptionError as exc:
             raise StoreCorruptError(f"block store {path} is corrupt: {exc}") from None
         except plyvel.IOError as exc:
@@ -189,7 +202,7 @@ class BlockStore:
                 seen.add(tx_hash)
                 batch.put(_TX + tx_hash, _TX_LOC.pack(height, index))
             if snapshot is not None:
-                batch.put(_h(_SNAPSHOT, height), snapshot)
+                self._put_snapshot(batch, height, snapshot)
             batch.put(_LATEST, height.to_bytes(8, "big"))
         self._latest = height
 
@@ -265,7 +278,16 @@ class BlockStore:
         if not 1 <= height <= self._latest:
             raise StoreError(f"cannot store a snapshot for height {height}: latest is {self._latest}")
         self._check_snapshot(height, data)
-        self._db.put(_h(_SNAPSHOT, height), data, sync=True)
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            self._put_snapshot(batch, height, data)
+
+    def _put_snapshot(self, batch: Any, height: int, data: bytes) -> None:
+        """Put a snapshot into ``batch`` and delete the ones ``keep_snapshots`` no longer keeps."""
+        batch.put(_h(_SNAPSHOT, height), data)
+        if self.keep_snapshots:
+            heights = sorted({*self.snapshot_heights(), height})
+            for old in heights[: -self.keep_snapshots]:  # applied after the put, in batch order
+                batch.delete(_h(_SNAPSHOT, old))
 
     def snapshot_heights(self) -> list[int]:
         keys = self._db.iterator(prefix=_SNAPSHOT, include_value=False)

@@ -182,6 +182,7 @@ class NodeConfig:
     log_level: str = "info"
     otlp_endpoint: str | None = None  # e.g. "http://127.0.0.1:4318"; None: no tracing export
     snapshot_interval: int = 100  # blocks between state snapshots
+    snapshots_kept: int = 3  # newest snapshots the block store keeps; 0: every one
     oracle_interval_ms: int = 1000  # validators' oracle-price tx cadence; 0 disables
     peers: tuple[PeerConfig, ...] = ()
     consensus: ConsensusTimeouts = field(default_factory=ConsensusTimeouts)
@@ -322,6 +323,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
     if otlp and _URL_RE.fullmatch(otlp) is None:
         raise ConfigError(f"otlp_endpoint: must be an http(s):// URL or empty, got {otlp!r}")
     snapshot_interval = _int(top, "snapshot_interval", "", d.snapshot_interval, 1)
+    snapshots_kept = _int(top, "snapshots_kept", "", d.snapshots_kept, 0)
     oracle_interval_ms = _int(top, "oracle_interval_ms", "", d.oracle_interval_ms, 0)
     grpc = _table(top, "grpc")
     grpc_listen = _str(grpc, "listen", "grpc", d.grpc_listen)
@@ -351,6 +353,7 @@ def parse_config(doc: dict[str, Any]) -> NodeConfig:
         log_level=log_level,
         otlp_endpoint=otlp or None,
         snapshot_interval=snapshot_interval,
+        snapshots_kept=snapshots_kept,
         oracle_interval_ms=oracle_interval_ms,
         peers=peers,
         consensus=consensus,
@@ -420,6 +423,7 @@ def config_to_toml(config: NodeConfig) -> str:
         f"log_level = {_value(config.log_level)}  # {' | '.join(LOG_LEVELS)}",
         f"otlp_endpoint = {_value(config.otlp_endpoint or '')}  # empty: no trace export",
         f"snapshot_interval = {config.snapshot_interval}  # blocks",
+        f"snapshots_kept = {config.snapshots_kept}  # newest snapshots kept; 0: all",
         f"oracle_interval_ms = {config.oracle_interval_ms}  # 0: no oracle txs",
         "",
         "[grpc]",

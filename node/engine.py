@@ -155,7 +155,7 @@ class Engine:
         self.now_ms = now_ms
         self.key = validator_key
         self.network: Network = NullNetwork()
-        self.store = BlockStore(home.store_dir, chain.chain_id)
+        self.store = BlockStore(home.store_dir, chain.chain_id, config.snapshots_kept)
         self.app = Application(chain, self.store, config.snapshot_interval)
         self.vset = ValidatorSet([(v.public_key, v.power) for v in chain.validators])
         self.guard_file = SignStateFile(home.sign_state_file)

@@ -17,8 +17,8 @@ STATE, BLOCKS = build_chain(6, txs_per_block=3, snapshots=SNAPSHOTS, snapshot_ev
 GENESIS_APP_HASH = BLOCKS[0].block.header.last_app_hash
 
 
-def filled(path: Path, n: int = 6) -> BlockStore:
-    store = BlockStore(path, CHAIN_ID)
+def filled(path: Path, n: int = 6, keep_snapshots: int = 0) -> BlockStore:
+    store = BlockStore(path, CHAIN_ID, keep_snapshots)
     store.set_genesis_app_hash(GENESIS_APP_HASH)
     for committed in BLOCKS[:n]:
         height = committed.block.header.height
@@ -112,6 +112,41 @@ def test_prune_snapshots(tmp_path: Path) -> None:
         assert store.snapshot_heights() == [6]
         with pytest.raises(ValueError):
             store.prune_snapshots(keep=0)
+
+
+def test_storing_a_snapshot_keeps_only_the_newest(tmp_path: Path) -> None:
+    """keep_snapshots: the write that stores a snapshot deletes the ones beyond the newest N,
+    whether the snapshot comes with its block or on its own."""
+    with filled(tmp_path / "db", n=4, keep_snapshots=2) as store:
+        assert store.snapshot_heights() == [2, 4]
+        store.save_block(BLOCKS[4])
+        store.save_block(BLOCKS[5], snapshot=SNAPSHOTS[6])
+        assert store.snapshot_heights() == [4, 6]
+        latest = store.latest_snapshot()
+        assert latest is not None and latest == (6, SNAPSHOTS[6])
+        store.save_snapshot(2, SNAPSHOTS[2])  # older than those kept: not kept either
+        assert store.snapshot_heights() == [4, 6]
+    with pytest.raises(ValueError):
+        BlockStore(tmp_path / "other", CHAIN_ID, keep_snapshots=-1)
+
+
+def test_a_store_written_with_snappy_compression_still_reads(tmp_path: Path) -> None:
+    """The store no longer compresses; records an older node wrote compressed stay readable."""
+    filled(tmp_path / "db", n=3).close()
+    old = plyvel.DB(str(tmp_path / "db"), compression="snappy")  # what the store used to open with
+    for committed in BLOCKS[3:]:  # raw records the way save_block lays them out, compressed
+        height = committed.block.header.height
+        old.put(b"b" + height.to_bytes(8, "big"), committed.SerializeToString(deterministic=True))
+        old.put(b"i" + height.to_bytes(8, "big"), block_id(committed.block))
+        old.put(b"a" + height.to_bytes(8, "big"), committed.app_hash)
+        for index, raw in enumerate(committed.block.txs):
+            old.put(b"t" + tx_hash(raw), height.to_bytes(8, "big") + index.to_bytes(4, "big"))
+    old.put(b"m:latest", (6).to_bytes(8, "big"))
+    old.compact_range()  # into compressed table files
+    old.close()
+    with BlockStore(tmp_path / "db", CHAIN_ID) as store:
+        store.check_integrity()
+        assert [store.block(h) for h in range(1, 7)] == BLOCKS
 
 
 def raw_db(path: Path) -> plyvel.DB:
