@@ -106,6 +106,10 @@ class NodeMetrics:
         # mempool and execution
         self.mempool_txs = Gauge("ita_mempool_txs", "Transactions in the mempool.", registry=r)
         self.mempool_bytes = Gauge("ita_mempool_bytes", "Bytes of transactions in the mempool.", registry=r)
+        self.verify_backlog = Gauge("ita_verify_backlog_txs",
+                                    "Txs waiting for the signature workers (queued) or being checked "
+                                    "by them (in_flight): admission lag that the mempool size hides.",
+                                    ["state"], registry=r)
         self.tx_verify_latency = Histogram("ita_tx_verify_latency_seconds",
                                            "Signature verification of one batch of txs.",
                                            buckets=_LATENCY_BUCKETS, registry=r)

@@ -197,6 +197,12 @@ class VerifierPool:
 
     # ------------------------------------------------------------------ asyncio use
 
+    def backlog(self) -> tuple[int, int]:
+        """(txs queued for the workers, txs in flight in them): what admission waits behind."""
+        queued = sum(len(job.txs) for job in self._urgent) + sum(len(job.txs) for job in self._queue)
+        in_flight = sum(len(job.txs) for worker in self._workers for job in worker.in_flight)
+        return queued, in_flight
+
     async def verify_async(self, txs: Sequence[bytes]) -> list[Verified]:
         """For the asyncio node: results in the order of ``txs``; never blocks the loop on a
         worker (only on writing a batch into a pipe that has room for it)."""

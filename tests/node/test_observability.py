@@ -32,6 +32,7 @@ EXPECTED = {
     "ita_syncing": "gauge",
     "ita_mempool_txs": "gauge",
     "ita_mempool_bytes": "gauge",
+    "ita_verify_backlog_txs": "gauge",
     "ita_tx_verify_latency_seconds": "histogram",
     "ita_block_apply_latency_seconds": "histogram",
     "ita_block_stage_seconds": "histogram",
@@ -59,6 +60,7 @@ def exercised_metrics() -> NodeMetrics:
     m.evidence.labels(kind="duplicate_vote").inc()
     m.mempool_txs.set(10)
     m.mempool_bytes.set(4096)
+    m.verify_backlog.labels(state="queued").set(300)
     m.tx_verify_latency.observe(0.002)
     m.block_apply_latency.observe(0.01)
     m.block_stage_latency.labels(stage="execute").observe(0.008)

@@ -276,3 +276,21 @@ def test_urgent_batches_leave_the_queue_first() -> None:
     plain, pressing = asyncio.run(scenario())
     assert [r is not None and r.ok for r in plain + pressing] == [True] * 16
     assert dispatched == ordinary[:4] + urgent + ordinary[4:]
+
+
+def test_backlog_counts_queued_and_in_flight_txs() -> None:
+    """VerifierPool.backlog (the ita_verify_backlog_txs gauge): txs waiting for a worker and txs
+    sent to one, until their answers arrive."""
+    txs = [transfer_tx(2, 7000 + i) for i in range(10)]
+
+    async def scenario() -> tuple[tuple[int, int], tuple[int, int]]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=2) as p:
+            pending = asyncio.ensure_future(p.verify_async(txs))
+            await asyncio.sleep(0)  # two batches of two sent (MAX_IN_FLIGHT), three batches wait
+            during = p.backlog()
+            await pending
+            return during, p.backlog()
+
+    during, after = asyncio.run(scenario())
+    assert during == (6, 4)
+    assert after == (0, 0)
