@@ -119,12 +119,15 @@ def bench_template(
     gc_freeze: bool = True,
     verify_nice: int | None = None,
     timeout_commit_ms: int = TIMEOUT_COMMIT_MS,
+    verify_workers: int | None = None,
 ) -> NodeConfig:
     nice = MempoolConfig().verify_nice if verify_nice is None else verify_nice
+    if verify_workers is None:
+        verify_workers = 2 if validators == 1 else 1
     return NodeConfig(
         consensus=ConsensusTimeouts(timeout_commit_ms=timeout_commit_ms),
         mempool=MempoolConfig(
-            verify_workers=2 if validators == 1 else 1,
+            verify_workers=verify_workers,
             max_txs=50_000,
             max_txs_per_account=1_000,
             verify_nice=nice,
@@ -312,6 +315,7 @@ def run_step(
         "gc_freeze": not args.no_gc_freeze,
         "verify_nice": MempoolConfig().verify_nice if args.verify_nice is None else args.verify_nice,
         "timeout_commit_ms": args.timeout_commit_ms,
+        "verify_workers": plan.template.mempool.verify_workers,
     }
 
 
@@ -324,7 +328,7 @@ def run_network(validators: int, args: argparse.Namespace, bound: VerifyBound) -
     def step(rate: float, attempt: int = 0) -> dict[str, Any] | None:
         workdir = base / f"step-{len(steps)}"
         template = bench_template(
-            validators, not args.no_gc_freeze, args.verify_nice, args.timeout_commit_ms
+            validators, not args.no_gc_freeze, args.verify_nice, args.timeout_commit_ms, args.verify_workers
         )
         plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=template)
         create_homes(plan)
@@ -424,6 +428,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-gc-freeze", action="store_true", help="nodes run with [gc] freeze_after_block = false (A/B)"
+    )
+    parser.add_argument(
+        "--verify-workers",
+        type=int,
+        default=None,
+        help="signature workers per validator (default: 2 for 1 validator, 1 for 4)",
     )
     parser.add_argument(
         "--timeout-commit-ms",
