@@ -197,10 +197,16 @@ def committed_block(
     """``hashes``: the txs' tx_hash values when the caller has them (check_block_shape's answer)."""
     if len(results) != len(block.txs):
         raise BlockShapeError(f"{len(results)} results for {len(block.txs)} transactions")
-    return block_pb2.CommittedBlock(
+    committed = block_pb2.CommittedBlock(
         block=block,
         certificate=certificate,
-        results=[result_to_proto(r) for r in results],
         app_hash=app_hash,
         tx_hashes=list(hashes) if hashes is not None else [tx_hash(tx) for tx in block.txs],
     )
+    add = committed.results.add  # in place: 0.7 us per tx instead of 2.1 us for messages built
+    for result in results:  # apart and then copied into the repeated field
+        msg = add(code=int(result.code), status=_STATUS_NAMES[result.code], reason=result.reason,
+                  order_id=result.order_id)
+        if result.items:
+            msg.items.extend([result_to_proto(item) for item in result.items])
+    return committed

@@ -159,7 +159,7 @@ class NodeService:
 
     # ------------------------------------------------------------------ transactions
 
-    async def _submit(self, txs: Sequence[bytes], context: Any) -> list[node_pb2.SubmitTxResponse]:
+    async def _submit(self, txs: Sequence[bytes], context: Any) -> list[Admission]:
         if not txs or any(not tx for tx in txs):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "empty transaction")
         if len(txs) > self.max_submit_txs:
@@ -187,13 +187,17 @@ class NodeService:
             await _abort(context, grpc.StatusCode.INTERNAL, "admission count mismatch")
         for status, count in Counter(a.status for a in admissions).items():  # one labels() per status
             self.metrics.tx_admissions.labels(status=status).inc(count)
-        return [_response(a) for a in admissions]
+        return admissions
 
     async def SubmitTx(self, request: node_pb2.SubmitTxRequest, context: Any) -> node_pb2.SubmitTxResponse:
-        return (await self._submit([request.tx], context))[0]
+        return _response((await self._submit([request.tx], context))[0])
 
     async def SubmitTxs(self, request: node_pb2.SubmitTxsRequest, context: Any) -> node_pb2.SubmitTxsResponse:
-        return node_pb2.SubmitTxsResponse(responses=await self._submit(list(request.txs), context))
+        response = node_pb2.SubmitTxsResponse()
+        add = response.responses.add  # in place: no message built apart and then copied in
+        for a in await self._submit(list(request.txs), context):
+            add(hash=a.hash, accepted=a.accepted, code=a.code, reason=a.reason, status=a.status)
+        return response
 
     # ------------------------------------------------------------------ reads
 

@@ -108,3 +108,19 @@ def test_committed_block_from_a_real_chain() -> None:
     assert list(cb.tx_hashes) == [tx_hash(t) for t in cb.block.txs]
     with pytest.raises(BlockShapeError, match="results"):
         committed_block(cb.block, b"", [], cb.app_hash)
+
+
+def test_committed_block_results_are_result_to_proto() -> None:
+    """committed_block builds its results in place; each equals result_to_proto's message,
+    batch items included."""
+    _, blocks = build_chain(1, txs_per_block=3)
+    block = blocks[0].block
+    results = [
+        TxResult(Code.OK, "", 7),
+        TxResult(Code.OK, "", 0, [TxResult(Code.OK, "", 8), TxResult(Code.INSUFFICIENT_MARGIN, "no margin")]),
+        TxResult(Code.NONCE_USED, "nonce 5 was already used"),
+    ]
+    committed = committed_block(block, b"cert", results, b"\x02" * 32)
+    assert list(committed.results) == [result_to_proto(r) for r in results]
+    assert committed.results[1].items[1].status == "insufficient_margin"
+    assert committed.certificate == b"cert" and committed.app_hash == b"\x02" * 32

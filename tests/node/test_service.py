@@ -163,6 +163,7 @@ def test_submit_answers_rejections_in_the_response_and_malformed_requests_with_i
         many = await stub.SubmitTxs(node_pb2.SubmitTxsRequest(txs=[b"good-2", b"dup-1", b"bad-1"]))
         assert [(r.accepted, r.status) for r in many.responses] == [
             (True, "ok"), (False, "duplicate"), (False, "bad_signature")]
+        assert many.responses[2].code == 2 and many.responses[2].reason == bad.reason
         assert [r.hash for r in many.responses] == [hashlib.sha256(t).digest() for t in (b"good-2", b"dup-1",
                                                                                           b"bad-1")]
         assert backend.submitted == [[b"good-1"], [b"forged"], [b"good-2", b"dup-1", b"bad-1"]]
