@@ -203,8 +203,10 @@ def committed_block(
         app_hash=app_hash,
         tx_hashes=list(hashes) if hashes is not None else [tx_hash(tx) for tx in block.txs],
     )
-    add = committed.results.add  # in place: 0.7 us per tx instead of 2.1 us for messages built
-    for result in results:  # apart and then copied into the repeated field
+    # Results built in place in the repeated field: 0.7 us per tx, against 2.1 us for messages
+    # built apart and then copied in.
+    add = committed.results.add
+    for result in results:
         msg = add(code=int(result.code), status=_STATUS_NAMES[result.code], reason=result.reason,
                   order_id=result.order_id)
         if result.items:
