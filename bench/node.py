@@ -312,9 +312,9 @@ def run_step(
         "admissions": admissions,
         "clients": args.clients,
         "window_s": args.measure,
-        "gc_freeze": not args.no_gc_freeze,
-        "verify_nice": MempoolConfig().verify_nice if args.verify_nice is None else args.verify_nice,
-        "timeout_commit_ms": args.timeout_commit_ms,
+        "gc_freeze": plan.template.gc.freeze_after_block,
+        "verify_nice": plan.template.mempool.verify_nice,
+        "timeout_commit_ms": plan.template.consensus.timeout_commit_ms,
         "verify_workers": plan.template.mempool.verify_workers,
     }
 

@@ -103,9 +103,14 @@ def lenient(message_type: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def _response(admission: Admission) -> node_pb2.SubmitTxResponse:
-    return node_pb2.SubmitTxResponse(hash=admission.hash, accepted=admission.accepted, code=admission.code,
-                                     reason=admission.reason, status=admission.status)
+def _response(msg: node_pb2.SubmitTxResponse, admission: Admission) -> node_pb2.SubmitTxResponse:
+    """Set ``msg`` (new, or just added to SubmitTxsResponse.responses: filled in place, no copy)."""
+    msg.hash = admission.hash
+    msg.accepted = admission.accepted
+    msg.code = admission.code
+    msg.reason = admission.reason
+    msg.status = admission.status
+    return msg
 
 
 def snapshot_app_hash(data: bytes) -> bytes:
@@ -190,13 +195,13 @@ class NodeService:
         return admissions
 
     async def SubmitTx(self, request: node_pb2.SubmitTxRequest, context: Any) -> node_pb2.SubmitTxResponse:
-        return _response((await self._submit([request.tx], context))[0])
+        return _response(node_pb2.SubmitTxResponse(), (await self._submit([request.tx], context))[0])
 
     async def SubmitTxs(self, request: node_pb2.SubmitTxsRequest, context: Any) -> node_pb2.SubmitTxsResponse:
         response = node_pb2.SubmitTxsResponse()
-        add = response.responses.add  # in place: no message built apart and then copied in
-        for a in await self._submit(list(request.txs), context):
-            add(hash=a.hash, accepted=a.accepted, code=a.code, reason=a.reason, status=a.status)
+        add = response.responses.add
+        for admission in await self._submit(list(request.txs), context):
+            _response(add(), admission)
         return response
 
     # ------------------------------------------------------------------ reads
