@@ -36,21 +36,27 @@ is O(pool) per block. With ``check_tx_against_state`` a pending tx's verdict can
 only turn from valid to invalid through (a) its own account's kept nonces, which
 change only when a tx *sent by that account* is applied, or (b) the block time
 moving its nonce below the past edge of the window (time only moves forward; the
-future edge only widens; accounts are never deleted). So ``update`` given
-``senders`` (every sender of the committed block, ``committed_senders``) and
-``nonce_floor`` (block time - past window) rechecks only the pending txs of those
-senders plus those whose nonce is below the floor, found through a min-heap of
-(nonce, seq, hash) kept alongside the pool (entries of removed txs are skipped
-lazily; the heap is rebuilt when it grows past twice the pool). It evicts exactly
-what the full recheck would, in the same arrival order (a property test checks
-both against each other).
+future edge only widens; accounts are never deleted). Through (a) only a nonce at
+or below the account's highest kept nonce can turn invalid (used, or below the
+smallest of a full set): ``check_nonce`` accepts any nonce above every kept one.
+So ``update`` given ``ceilings`` (each sender of the committed block mapped to the
+highest nonce its account keeps after it: ``nonce_ceilings(state,
+committed_senders(...))``) and ``nonce_floor`` (block time - past window)
+rechecks only those senders' pending txs at or below their ceiling plus those
+whose nonce is below the floor, found through a min-heap of (nonce, seq, hash)
+kept alongside the pool (entries of removed txs are skipped lazily; the heap is
+rebuilt when it grows past twice the pool). A bot's pending txs carry newer
+nonces than its committed ones, so they are skipped with one comparison each
+instead of a ``check_tx`` (which made the recheck grow with the pool: 17 us per
+block tx with 10,000 pending). It evicts exactly what the full recheck would, in
+the same arrival order (a property test checks both against each other).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -74,6 +80,7 @@ __all__ = [
     "MempoolTx",
     "check_tx_against_state",
     "code_status",
+    "nonce_ceilings",
 ]
 
 
@@ -120,6 +127,19 @@ def check_tx_against_state(state: State, v: Verified) -> tuple[int, str] | None:
     except Rejected as r:
         return int(r.code), r.reason
     return None
+
+
+def nonce_ceilings(state: State, senders: Iterable[bytes]) -> dict[bytes, int]:
+    """Each sender with kept nonces mapped to its highest one (``Mempool.update``'s ``ceilings``).
+    A sender without kept nonces is left out: its pending txs' nonces cannot have turned
+    invalid (a block whose txs from it were all rejected changed nothing of its own)."""
+    ceilings: dict[bytes, int] = {}
+    accounts = state.accounts
+    for sender in senders:
+        account = accounts.get(sender)
+        if account is not None and account.nonces:
+            ceilings[sender] = account.nonces[-1]
+    return ceilings
 
 
 class Admission(NamedTuple):  # per tx on the hot path: 0.35 us to build vs 0.76 for a frozen dataclass
@@ -318,11 +338,16 @@ class Mempool:
                 continue
         return senders
 
-    def _recheck_candidates(self, senders: Collection[bytes], nonce_floor: int) -> list[MempoolTx]:
+    def _recheck_candidates(self, ceilings: Mapping[bytes, int], nonce_floor: int) -> list[MempoolTx]:
         picked: dict[bytes, MempoolTx] = {}
-        for sender in senders:
-            for digest in self._by_account.get(sender, {}).values():
-                picked[digest] = self._txs[digest]
+        txs = self._txs
+        by_account = self._by_account
+        for sender, ceiling in ceilings.items():
+            pending = by_account.get(sender)
+            if pending and min(pending) <= ceiling:  # usually not: every pending nonce is newer
+                for nonce, digest in pending.items():
+                    if nonce <= ceiling:
+                        picked[digest] = txs[digest]
         heap = self._by_nonce
         while heap and heap[0][0] < nonce_floor:
             _, seq, digest = heapq.heappop(heap)
@@ -340,13 +365,14 @@ class Mempool:
         self,
         committed: Iterable[bytes],
         recheck: bool = True,
-        senders: Collection[bytes] | None = None,
+        ceilings: Mapping[bytes, int] | None = None,
         nonce_floor: int | None = None,
     ) -> list[bytes]:
         """After a commit: drop committed txs (by hash), then optionally recheck the rest.
 
-        With ``senders`` and ``nonce_floor`` the recheck is incremental (see the module
-        docstring): only txs of those senders or with a nonce below the floor are checked.
+        With ``ceilings`` and ``nonce_floor`` the recheck is incremental (see the module
+        docstring): only those senders' txs with a nonce at or below their ceiling, and txs
+        with a nonce below the floor, are checked.
         Returns the hashes evicted by the recheck (now invalid), in arrival order.
         """
         for digest in committed:
@@ -355,10 +381,10 @@ class Mempool:
                 self.committed_removed_total += 1
         evicted: list[bytes] = []
         if recheck:
-            if senders is None or nonce_floor is None:
+            if ceilings is None or nonce_floor is None:
                 candidates = list(self._txs.values())
             else:
-                candidates = self._recheck_candidates(senders, nonce_floor)
+                candidates = self._recheck_candidates(ceilings, nonce_floor)
             survivors: list[MempoolTx] = []
             for tx in candidates:
                 if self.check_tx(tx.verified) is not None:

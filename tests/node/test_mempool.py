@@ -8,7 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.config import MempoolConfig
-from node.mempool import Admission, Mempool, MempoolCode, check_tx_against_state, code_status
+from node.mempool import (
+    Admission,
+    Mempool,
+    MempoolCode,
+    check_tx_against_state,
+    code_status,
+    nonce_ceilings,
+)
 from node.verifier_pool import VerifierPool
 from node.verify import verify_tx
 from sdk import tx as sdk_tx
@@ -214,9 +221,9 @@ def test_incremental_recheck_evicts_exactly_what_a_full_recheck_evicts(
         time_ms = state.time_ms + time_step
         apply_block(state, BlockHeader(height=height, time_ms=time_ms), block)
         hashes = [tx_hash(t) for t in block]
-        senders = incremental.committed_senders(block, hashes)
+        ceilings = nonce_ceilings(state, incremental.committed_senders(block, hashes))
         floor = state.time_ms - state.config.nonce_window_past_ms
-        assert incremental.update(hashes, senders=senders, nonce_floor=floor) == full.update(hashes)
+        assert incremental.update(hashes, ceilings=ceilings, nonce_floor=floor) == full.update(hashes)
         assert incremental.reap(100, 10**9) == full.reap(100, 10**9)
         assert incremental.stats() == full.stats()
 
@@ -229,7 +236,7 @@ def test_incremental_recheck_heap_stays_bounded() -> None:
         txs = [nonce_tx(k % 4, n + round_ * 1000 + k) for k in range(600)]
         for raw in txs:
             assert submit(mp, raw).accepted
-        mp.update([tx_hash(t) for t in txs], senders=set(), nonce_floor=0)
+        mp.update([tx_hash(t) for t in txs], ceilings={}, nonce_floor=0)
         assert len(mp) == 0
     assert len(mp._by_nonce) <= 1024 + 1800  # rebuilt once it outgrows twice the pool (+ slack)
     assert mp.committed_senders([b"\xff\xff"], [tx_hash(b"\xff\xff")]) == set()
