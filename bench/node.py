@@ -120,8 +120,11 @@ def bench_template(
     verify_nice: int | None = None,
     timeout_commit_ms: int = TIMEOUT_COMMIT_MS,
     verify_workers: int | None = None,
+    gossip_interval_ms: int | None = None,
 ) -> NodeConfig:
-    nice = MempoolConfig().verify_nice if verify_nice is None else verify_nice
+    defaults = MempoolConfig()
+    nice = defaults.verify_nice if verify_nice is None else verify_nice
+    gossip_ms = defaults.gossip_interval_ms if gossip_interval_ms is None else gossip_interval_ms
     if verify_workers is None:
         verify_workers = 2 if validators == 1 else 1
     return NodeConfig(
@@ -131,6 +134,7 @@ def bench_template(
             max_txs=50_000,
             max_txs_per_account=1_000,
             verify_nice=nice,
+            gossip_interval_ms=gossip_ms,
         ),
         block=BlockLimits(max_txs=5_000, max_bytes=2 * 1024 * 1024),
         snapshot_interval=1_000,
@@ -316,6 +320,7 @@ def run_step(
         "verify_nice": plan.template.mempool.verify_nice,
         "timeout_commit_ms": plan.template.consensus.timeout_commit_ms,
         "verify_workers": plan.template.mempool.verify_workers,
+        "gossip_interval_ms": plan.template.mempool.gossip_interval_ms,
     }
 
 
@@ -328,7 +333,12 @@ def run_network(validators: int, args: argparse.Namespace, bound: VerifyBound) -
     def step(rate: float, attempt: int = 0) -> dict[str, Any] | None:
         workdir = base / f"step-{len(steps)}"
         template = bench_template(
-            validators, not args.no_gc_freeze, args.verify_nice, args.timeout_commit_ms, args.verify_workers
+            validators,
+            not args.no_gc_freeze,
+            args.verify_nice,
+            args.timeout_commit_ms,
+            args.verify_workers,
+            args.gossip_interval_ms,
         )
         plan = plan_network(workdir, validators, accounts=CHAIN_ACCOUNTS, template=template)
         create_homes(plan)
@@ -440,6 +450,12 @@ def main() -> None:
         type=int,
         default=TIMEOUT_COMMIT_MS,
         help="the nodes' consensus.timeout_commit_ms: the pause after a block (A/B)",
+    )
+    parser.add_argument(
+        "--gossip-interval-ms",
+        type=int,
+        default=None,
+        help="the nodes' mempool.gossip_interval_ms: how often admitted txs are relayed (A/B)",
     )
     args = parser.parse_args()
     progress("measuring ed25519 verification per core ...")

@@ -164,6 +164,7 @@ class MempoolConfig:
     verify_workers: int = 2  # signature-verification processes
     verify_batch_max: int = 256  # txs per worker batch
     verify_nice: int = 0  # workers run this much nicer than the node (0: same priority)
+    gossip_interval_ms: int = 10  # admitted client txs are relayed to the peers in one batch this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +285,8 @@ def _parse_mempool(table: dict[str, Any]) -> MempoolConfig:
         raise ConfigError(f"mempool.verify_workers: at most 64, got {config.verify_workers}")
     if config.verify_nice > 19:
         raise ConfigError(f"mempool.verify_nice: at most 19, got {config.verify_nice}")
+    if config.gossip_interval_ms > 1_000:
+        raise ConfigError(f"mempool.gossip_interval_ms: at most 1000, got {config.gossip_interval_ms}")
     return config
 
 

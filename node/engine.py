@@ -112,7 +112,6 @@ log = logging.getLogger("ita.engine")
 SYNC_BATCH = 50  # blocks asked for per request
 SYNC_RETRY_S = 2.0
 STATUS_EVERY_S = 1.0
-TX_GOSSIP_EVERY_S = 0.01
 STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the current height
 STALL_RESEND_MAX = 64
 # Outputs seen outside the process or committing a block: the WAL is synced before them.
@@ -608,8 +607,9 @@ class Engine:
         self.verifier = self._new_verifier()
 
     async def _gossip_loop(self) -> None:
+        every_s = self.config.mempool.gossip_interval_ms / 1000
         while True:
-            await asyncio.sleep(TX_GOSSIP_EVERY_S)
+            await asyncio.sleep(every_s)
             if self.pending_gossip:
                 batch, self.pending_gossip = self.pending_gossip, []
                 self.network.broadcast_txs(batch)

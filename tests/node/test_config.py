@@ -79,6 +79,8 @@ def load_config_text(tmp_path: Path, text: str) -> NodeConfig:
         ("[mempool]\nmax_bytes = 1000", "mempool.max_bytes: must hold at least one maximal tx"),
         ("[block]\nmax_bytes = 10", "block.max_bytes"),
         ("[mempool]\nverify_nice = 20", "mempool.verify_nice: at most 19"),
+        ("[mempool]\ngossip_interval_ms = 0", "mempool.gossip_interval_ms: must be an integer >= 1"),
+        ("[mempool]\ngossip_interval_ms = 1001", "mempool.gossip_interval_ms: at most 1000"),
         ("[gc]\nyoung_threshold = 10", "gc.young_threshold: must be an integer >= 700"),
         ("[gc]\nfreeze_after_block = 1", "gc.freeze_after_block: must be true or false"),
         ("[gc]\nfreeze_every_ms = -1", "gc.freeze_every_ms: must be an integer >= 0"),
