@@ -4,22 +4,34 @@ Theory of operation
 - Signature verification is CPU-bound and the GIL serializes threads, so ``VerifierPool``
   runs ``node.verify.verify_batch`` in worker *processes* (forkserver context where
   available, else spawn -- never fork, which would copy the node's threads and locks).
-- Each worker owns one duplex pipe. A request is one pickled list of raw txs; the reply is
-  the pickled list of ``Verified`` for it, in order. A worker answers its requests in the
-  order it got them, so the owner keeps a FIFO of the jobs in flight per worker and the
-  next reply always belongs to the oldest one.
+- Each worker owns one duplex pipe (a Unix socket pair). A request is a 5-byte header
+  (request id, flags: urgent, ping) and one pickled list of raw txs; the reply is the id and
+  the pickled list of ``Verified`` for it, in order. The owner keeps the jobs in flight per
+  worker by id.
+- Inside a worker a reader thread moves requests from the pipe into an inbox at once and the
+  main thread verifies from it, urgent requests first (each lane FIFO), so replies can come
+  out of send order. (ed25519 verification runs in C with the GIL released, so the reader
+  gets its turns.)
 - The owner side has no threads. ``verify_async`` queues batches; a batch goes to the
-  worker with the fewest jobs in flight, at most ``MAX_IN_FLIGHT`` per worker (one being
-  verified, one waiting in the pipe, so a worker never idles between batches); a busy
-  worker only takes a batch that fits in ``PIPE_ROOM`` bytes with what it was already sent,
-  so a send never waits on a full pipe behind a batch being verified (an idle worker reads
-  at once). The rest wait in the pool's queue. Replies are read by an event-loop reader
-  callback on each pipe (``loop.add_reader``), which also sends the next queued batch.
-  This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
+  worker with the fewest jobs in flight, at most ``MAX_IN_FLIGHT`` ordinary ones per worker,
+  and only if it fits in the pool's ``pipe_room`` bytes with what that worker was already
+  sent and has not answered: half the request direction's socket buffer, which the pool sizes
+  at ``pipe_buffer`` bytes (the kernel may grant less; never below ``PIPE_ROOM_MIN``), so a
+  send never blocks the event loop even if the worker read nothing. The rest wait in the
+  pool's queue. Replies are read by an event-loop reader callback on each pipe
+  (``loop.add_reader``), which also sends the next queued batch.
+- Why several batches per worker: the owner refills a worker only when its event loop runs,
+  and the node's loop is busy for tens of ms executing a block. With one batch in flight
+  (a 256-tx batch is ~44 KB, and the room was 64 KB) a lone validator's workers sat idle
+  45% of the time (py-spy) while txs queued for them, and at 12,000 tx/s the queue then grew
+  to ~10,000 txs. Four batches keep ~60 ms of work in each worker.
+- This replaced a ``ProcessPoolExecutor``, whose feeder and result threads
   cost the owner ~200 us of CPU per batch (and GIL hand-offs with the consensus thread);
   here it is one pickle, one write, one read and one unpickle.
 - Urgent batches (``urgent=True``: the txs of a proposal the node is about to execute) wait in
-  a queue of their own that is served first; each queue is FIFO.
+  a queue of their own that is served first; each queue is FIFO. An urgent batch is sent even
+  to a worker that has ``MAX_IN_FLIGHT`` batches (room permitting), and the worker takes it
+  before the ordinary ones it holds, so it waits for at most the batch being verified.
 - ``verify_async_unless`` takes a skip test (on a key per tx; the node passes tx hashes)
   that runs when a batch leaves the queue: under load a batch can wait while the block
   holding its txs is decided and executed (which checks them inline), and the node then
@@ -38,6 +50,9 @@ import asyncio
 import multiprocessing
 import os
 import pickle
+import socket
+import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,11 +61,15 @@ from typing import Any
 
 from node.verify import Verified, verify_batch
 
-__all__ = ["MAX_IN_FLIGHT", "PIPE_ROOM", "VerifierPool", "VerifierUnavailable"]
+__all__ = ["MAX_IN_FLIGHT", "PIPE_BUFFER", "PIPE_ROOM_MIN", "VerifierPool", "VerifierUnavailable"]
 
-MAX_IN_FLIGHT = 2  # batches per worker: one being verified, one waiting
-PIPE_ROOM = 64 * 1024  # bytes a busy worker's pipe is trusted to take without blocking the writer
-_PING = b"ping"
+MAX_IN_FLIGHT = 4  # ordinary batches per worker: one being verified, the rest waiting in it
+PIPE_BUFFER = 1024 * 1024  # socket buffer asked for the request direction of each pipe
+PIPE_ROOM_MIN = 64 * 1024  # a pipe is trusted with at least this many unanswered bytes
+_REQUEST = struct.Struct(">IB")  # request id, flags
+_REPLY = struct.Struct(">I")  # request id
+_URGENT = 1
+_PING = 2
 _CLOSED = "the verifier pool is closed"
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -59,23 +78,79 @@ class VerifierUnavailable(RuntimeError):
     """The worker pool is broken or closed."""
 
 
-def _serve(conn: Connection, chain_id: str, nice: int) -> None:
-    """A worker's whole life: answer requests in order until the owner's end closes."""
-    if nice > 0:
-        os.nice(nice)
+class _Inbox:
+    """A worker's requests read from the pipe and not yet answered: urgent ones first."""
+
+    def __init__(self) -> None:
+        self._lanes: tuple[deque[tuple[int, int, memoryview]], ...] = (deque(), deque())  # urgent, ordinary
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, request_id: int, flags: int, body: memoryview) -> None:
+        with self._ready:
+            self._lanes[0 if flags & _URGENT else 1].append((request_id, flags, body))
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def take(self) -> tuple[int, int, memoryview] | None:
+        """The next request (urgent first, each lane in arrival order); None once closed."""
+        with self._ready:
+            while True:
+                if self._closed:
+                    return None
+                for lane in self._lanes:
+                    if lane:
+                        return lane.popleft()
+                self._ready.wait()
+
+
+def _read_requests(conn: Connection, inbox: _Inbox) -> None:
+    """A worker's reader thread: every request into the inbox as soon as it arrives."""
     while True:
         try:
-            request = conn.recv_bytes()
+            data = conn.recv_bytes()
         except (EOFError, OSError):
+            inbox.close()
             return
-        if request == _PING:
+        request_id, flags = _REQUEST.unpack_from(data)
+        inbox.put(request_id, flags, memoryview(data)[_REQUEST.size :])
+
+
+def _serve(conn: Connection, chain_id: str, nice: int) -> None:
+    """A worker's whole life: answer requests until the owner's end closes."""
+    if nice > 0:
+        os.nice(nice)
+    inbox = _Inbox()
+    threading.Thread(target=_read_requests, args=(conn, inbox), name="ita-verify-reader", daemon=True).start()
+    while True:
+        request = inbox.take()
+        if request is None:  # EOF: the owner closed its end or died
+            return
+        request_id, flags, body = request
+        if flags & _PING:
             reply: Any = os.nice(0)
         else:
-            reply = verify_batch(pickle.loads(request), chain_id)  # noqa: S301 (our own owner)
+            reply = verify_batch(pickle.loads(body), chain_id)  # noqa: S301 (our own owner)
         try:
-            conn.send_bytes(pickle.dumps(reply, _PROTOCOL))
+            conn.send_bytes(_REPLY.pack(request_id) + pickle.dumps(reply, _PROTOCOL))
         except (BrokenPipeError, OSError):
             return
+
+
+def _size_buffer(conn: Connection, wanted: int) -> int:
+    """Ask for a send buffer of ``wanted`` bytes on ``conn``'s socket; what it can take unread."""
+    sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)  # a dup: closed below
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wanted)
+        # Linux reports twice the granted size (the other half is for its bookkeeping); the
+        # granted size is what the socket holds without blocking the writer, with margin.
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)) // 2
+    finally:
+        sock.close()
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -98,14 +173,23 @@ class _Job:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    in_flight: deque[_Job] = field(default_factory=deque)
+    room: int  # unanswered request bytes its pipe is trusted with
+    in_flight: dict[int, _Job] = field(default_factory=dict)  # by request id
+    sent_bytes: int = 0  # request bytes of the jobs in flight
     loop: asyncio.AbstractEventLoop | None = None  # where its reader is registered
 
 
 class VerifierPool:
     """Batches of txs verified in ``workers`` processes (see the module doc)."""
 
-    def __init__(self, chain_id: str, workers: int = 2, batch_max: int = 256, nice: int = 0) -> None:
+    def __init__(
+        self,
+        chain_id: str,
+        workers: int = 2,
+        batch_max: int = 256,
+        nice: int = 0,
+        pipe_buffer: int = PIPE_BUFFER,
+    ) -> None:
         if workers < 1 or batch_max < 1:
             raise ValueError("workers and batch_max must be >= 1")
         if not 0 <= nice <= 19:
@@ -114,7 +198,9 @@ class VerifierPool:
         self.workers = workers
         self.batch_max = batch_max
         self.nice = nice
+        self.pipe_buffer = pipe_buffer
         self._workers: list[_Worker] = []
+        self._next_id = 0
         self._queue: deque[_Job] = deque()
         self._urgent: deque[_Job] = deque()  # served before _queue
         self._failure: str | None = None  # set once: closed or broken
@@ -128,13 +214,33 @@ class VerifierPool:
             ctx = _context()
             for i in range(self.workers):
                 parent, child = ctx.Pipe(duplex=True)
+                room = max(PIPE_ROOM_MIN, _size_buffer(parent, self.pipe_buffer))
                 process = ctx.Process(  # type: ignore[attr-defined]
                     target=_serve, args=(child, self.chain_id, self.nice), name=f"ita-verify-{i}", daemon=True
                 )
                 process.start()
                 child.close()
-                self._workers.append(_Worker(process, parent))
+                self._workers.append(_Worker(process, parent, room))
         return self._workers
+
+    @property
+    def pipe_room(self) -> int:
+        """Unanswered request bytes each worker's pipe is trusted with (0 before the start)."""
+        return min((w.room for w in self._workers), default=0)
+
+    def _request(self, flags: int, payload: bytes) -> tuple[int, bytes]:
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        return self._next_id, _REQUEST.pack(self._next_id, flags) + payload
+
+    @staticmethod
+    def _replies(worker: _Worker, ids: Sequence[int]) -> list[Any]:
+        """Blocking: the unpickled replies to the requests ``ids`` sent to ``worker``, in that order."""
+        got: dict[int, Any] = {}
+        while len(got) < len(ids):
+            data = worker.conn.recv_bytes()
+            (request_id,) = _REPLY.unpack_from(data)
+            got[request_id] = pickle.loads(memoryview(data)[_REPLY.size :])  # noqa: S301
+        return [got[i] for i in ids]
 
     @property
     def broken(self) -> bool:
@@ -150,9 +256,12 @@ class VerifierPool:
         workers = self._started()
         self._require_idle(workers)
         try:
+            ids = []
             for worker in workers:
-                worker.conn.send_bytes(_PING)
-            return [pickle.loads(worker.conn.recv_bytes()) for worker in workers]  # noqa: S301
+                request_id, request = self._request(_PING, b"")
+                worker.conn.send_bytes(request)
+                ids.append(request_id)
+            return [self._replies(worker, [i])[0] for worker, i in zip(workers, ids, strict=True)]
         except (EOFError, OSError) as exc:
             raise self._died(exc) from exc
 
@@ -187,10 +296,13 @@ class VerifierPool:
         try:
             for first in range(0, len(batches), len(workers)):
                 group = batches[first : first + len(workers)]
+                sent = []
                 for worker, payload in zip(workers, group, strict=False):
-                    worker.conn.send_bytes(payload)
-                for worker, _ in zip(workers, group, strict=False):
-                    out.extend(pickle.loads(worker.conn.recv_bytes()))  # noqa: S301
+                    request_id, request = self._request(0, payload)
+                    worker.conn.send_bytes(request)
+                    sent.append((worker, request_id))
+                for worker, request_id in sent:
+                    out.extend(self._replies(worker, [request_id])[0])
         except (EOFError, OSError) as exc:
             raise self._died(exc) from exc
         return out
@@ -200,7 +312,7 @@ class VerifierPool:
     def backlog(self) -> tuple[int, int]:
         """(txs queued for the workers, txs in flight in them): what admission waits behind."""
         queued = sum(len(job.txs) for job in self._urgent) + sum(len(job.txs) for job in self._queue)
-        in_flight = sum(len(job.txs) for worker in self._workers for job in worker.in_flight)
+        in_flight = sum(len(job.txs) for worker in self._workers for job in worker.in_flight.values())
         return queued, in_flight
 
     async def verify_async(self, txs: Sequence[bytes]) -> list[Verified]:
@@ -244,17 +356,18 @@ class VerifierPool:
 
     def _dispatch(self, workers: list[_Worker], loop: asyncio.AbstractEventLoop) -> None:
         while (self._urgent or self._queue) and self._failure is None:
-            queue = self._urgent or self._queue
+            urgent = bool(self._urgent)
+            queue = self._urgent if urgent else self._queue
             job = queue[0]
             if job.future.cancelled():
                 queue.popleft()
                 continue
             worker = min(workers, key=lambda w: len(w.in_flight))
             if worker.in_flight and (
-                len(worker.in_flight) >= MAX_IN_FLIGHT
-                or sum(j.size for j in worker.in_flight) + job.size > PIPE_ROOM
+                (not urgent and len(worker.in_flight) >= MAX_IN_FLIGHT)
+                or worker.sent_bytes + job.size > worker.room
             ):
-                return  # a busy worker takes a second batch only if the pipe can hold it
+                return  # a busy worker takes another batch only if its pipe can hold it
             queue.popleft()
             if not self._prepare(job):
                 continue  # nothing left to check in it
@@ -262,13 +375,15 @@ class VerifierPool:
                 self._unwatch(worker)
                 loop.add_reader(worker.conn.fileno(), self._on_reply, worker)
                 worker.loop = loop
+            request_id, request = self._request(_URGENT if urgent else 0, job.payload)
             try:
-                worker.conn.send_bytes(job.payload)
+                worker.conn.send_bytes(request)
             except OSError as exc:
                 queue.appendleft(job)
                 self._died(exc)
                 return
-            worker.in_flight.append(job)
+            worker.in_flight[request_id] = job
+            worker.sent_bytes += job.size
 
     def _on_reply(self, worker: _Worker) -> None:
         try:
@@ -276,12 +391,14 @@ class VerifierPool:
         except (EOFError, OSError) as exc:
             self._died(exc)
             return
-        if not worker.in_flight:
+        (request_id,) = _REPLY.unpack_from(reply)
+        job = worker.in_flight.pop(request_id, None)
+        if job is None:
             self._break("a verifier worker answered a request it was not sent")
             return
-        job = worker.in_flight.popleft()
+        worker.sent_bytes -= job.size
         if not job.future.done():
-            results: list[Verified] = pickle.loads(reply)  # noqa: S301 (our own worker)
+            results: list[Verified] = pickle.loads(memoryview(reply)[_REPLY.size :])  # noqa: S301 (our worker)
             if job.sent is None:
                 job.future.set_result(list(results))
             else:
@@ -339,8 +456,9 @@ class VerifierPool:
         self._urgent.clear()
         self._queue.clear()
         for worker in self._workers:
-            jobs.extend(worker.in_flight)
+            jobs.extend(worker.in_flight.values())
             worker.in_flight.clear()
+            worker.sent_bytes = 0
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(VerifierUnavailable(reason))

@@ -14,7 +14,7 @@ import pytest
 
 from node.app import Application, VerifiedTxs
 from node.blockstore import BlockStore
-from node.verifier_pool import VerifierPool, VerifierUnavailable
+from node.verifier_pool import MAX_IN_FLIGHT, VerifierPool, VerifierUnavailable
 from node.verify import Verified, verify_batch, verify_tx
 from proto.ita.v1 import tx_pb2
 from stf.block import MAX_TX_BYTES, decode_tx
@@ -217,18 +217,39 @@ def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
 
 
 def test_big_batches_go_one_at_a_time_and_keep_their_order() -> None:
-    """Batches over PIPE_ROOM are only sent to an idle worker (a busy one could leave the owner
-    blocked on a full pipe); order and verdicts are unaffected."""
-    from node.verifier_pool import PIPE_ROOM
+    """Batches over the pipe's room are only sent to an idle worker (a busy one could leave the
+    owner blocked on a full pipe); order and verdicts are unaffected."""
+    from node.verifier_pool import PIPE_ROOM_MIN
 
     junk = [bytes([0x0A]) + bytes([i]) * 60_000 for i in range(12)]
     good = [transfer_tx(1, 3000 + i) for i in range(12)]
     txs = [t for pair in zip(junk, good, strict=True) for t in pair]
-    assert 4 * 60_000 > PIPE_ROOM
-    with VerifierPool(CHAIN_ID, workers=1, batch_max=4) as big:
-        results = asyncio.run(big.verify_async(txs))
+    with VerifierPool(CHAIN_ID, workers=1, batch_max=4, pipe_buffer=PIPE_ROOM_MIN) as big:
+        big.warm_up()
+        assert big.pipe_room < 2 * 60_000  # each batch (two junk txs) exceeds the room
+
+        async def scenario() -> tuple[list[Verified], int]:
+            pending = asyncio.ensure_future(big.verify_async(txs))
+            await asyncio.sleep(0)
+            sent = big.backlog()[1]
+            return await pending, sent
+
+        results, first_sent = asyncio.run(scenario())
+    assert first_sent == 4  # one batch in flight, the other five wait for it
     assert [r.hash for r in results] == [tx_hash(t) for t in txs]
     assert [r.ok for r in results] == [False, True] * 12
+
+
+def test_pipe_room_follows_the_socket_buffer() -> None:
+    """The room is half what the kernel reports for the request socket's buffer (it reports twice
+    what it grants), never below PIPE_ROOM_MIN: a send of that much never blocks."""
+    from node.verifier_pool import PIPE_BUFFER, PIPE_ROOM_MIN
+
+    with VerifierPool(CHAIN_ID, workers=2) as pool:
+        assert pool.pipe_room == 0  # not started
+        pool.warm_up()
+        assert PIPE_ROOM_MIN <= pool.pipe_room <= PIPE_BUFFER
+        assert pool.verify([transfer_tx(0, 11)])[0].ok
 
 
 def test_batches_skip_what_became_known_while_they_waited() -> None:
@@ -245,20 +266,22 @@ def test_batches_skip_what_became_known_while_they_waited() -> None:
     async def scenario() -> list[Verified | None]:
         with VerifierPool(CHAIN_ID, workers=1, batch_max=2) as p:
             pending = asyncio.ensure_future(p.verify_async_unless(txs, txs, skip))
-            await asyncio.sleep(0)  # the first two batches are sent at once (MAX_IN_FLIGHT)
-            known.update(txs[6:])  # a block with the last six is committed while the rest wait
+            await asyncio.sleep(0)  # the first MAX_IN_FLIGHT (4) batches are sent at once
+            known.update(txs[8:])  # a block with the last four is committed while the rest wait
             return await pending
 
+    assert MAX_IN_FLIGHT == 4
     results = asyncio.run(scenario())
-    assert [r is not None and r.ok for r in results] == [True] * 6 + [False] * 6
-    assert results[6:] == [None] * 6
+    assert [r is not None and r.ok for r in results] == [True] * 8 + [False] * 4
+    assert results[8:] == [None] * 4
     assert sorted(checked) == sorted(txs)  # each tx tested once, when its batch left the queue
 
 
 def test_urgent_batches_leave_the_queue_first() -> None:
-    """A proposal's txs (urgent) go to a worker ahead of every queued ordinary batch; the batches
-    already sent keep their place, and each queue stays in order."""
-    ordinary = [transfer_tx(2, 5000 + i) for i in range(12)]
+    """A proposal's txs (urgent) go to a worker ahead of every queued ordinary batch, even one
+    that holds MAX_IN_FLIGHT ordinary batches; the batches already sent keep their place, and
+    each queue stays in order."""
+    ordinary = [transfer_tx(2, 5000 + i) for i in range(16)]
     urgent = [transfer_tx(3, 6000 + i) for i in range(4)]
     dispatched: list[bytes] = []
 
@@ -269,13 +292,47 @@ def test_urgent_batches_leave_the_queue_first() -> None:
     async def scenario() -> tuple[list[Verified | None], list[Verified | None]]:
         with VerifierPool(CHAIN_ID, workers=1, batch_max=2) as p:
             first = asyncio.ensure_future(p.verify_async_unless(ordinary, ordinary, record))
-            await asyncio.sleep(0)  # two batches sent (MAX_IN_FLIGHT), four wait
+            await asyncio.sleep(0)  # four batches sent (MAX_IN_FLIGHT), four wait
             second = asyncio.ensure_future(p.verify_async_unless(urgent, urgent, record, urgent=True))
             return await first, await second
 
     plain, pressing = asyncio.run(scenario())
-    assert [r is not None and r.ok for r in plain + pressing] == [True] * 16
-    assert dispatched == ordinary[:4] + urgent + ordinary[4:]
+    assert [r is not None and r.ok for r in plain + pressing] == [True] * 20
+    assert dispatched == ordinary[:8] + urgent + ordinary[8:]
+
+
+def test_a_worker_takes_urgent_requests_before_the_ordinary_ones_it_holds() -> None:
+    """The worker's inbox: urgent requests first, each lane in arrival order; closed means done
+    (the owner is gone: nothing left is answered)."""
+    from node.verifier_pool import _URGENT, _Inbox
+
+    inbox = _Inbox()
+    for request_id, flags in [(1, 0), (2, 0), (3, _URGENT), (4, 0), (5, _URGENT)]:
+        inbox.put(request_id, flags, memoryview(b""))
+    taken = [inbox.take() for _ in range(3)]
+    assert [t[0] for t in taken if t is not None] == [3, 5, 1]
+    inbox.close()
+    assert inbox.take() is None
+
+
+def test_replies_are_matched_by_request_id() -> None:
+    """Urgent batches overtake ordinary ones inside a worker, so replies can come out of order:
+    each still answers its own batch (verdicts by tx hash), urgent or not."""
+    ordinary = [transfer_tx(2, 8000 + i) for i in range(40)]
+    urgent = [corrupt_signature(transfer_tx(3, 9000 + i)) for i in range(6)]
+
+    async def scenario() -> tuple[list[Verified], list[Verified]]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=4) as p:
+            first = asyncio.ensure_future(p.verify_async(ordinary))
+            await asyncio.sleep(0)
+            second = asyncio.ensure_future(p.verify_async_unless(urgent, None, None, urgent=True))
+            plain = await first
+            pressing = [v for v in await second if v is not None]
+            return plain, pressing
+
+    plain, pressing = asyncio.run(scenario())
+    assert [v.hash for v in plain] == [tx_hash(t) for t in ordinary] and all(v.ok for v in plain)
+    assert [v.hash for v in pressing] == [tx_hash(t) for t in urgent] and not any(v.ok for v in pressing)
 
 
 def test_backlog_counts_queued_and_in_flight_txs() -> None:
@@ -286,11 +343,11 @@ def test_backlog_counts_queued_and_in_flight_txs() -> None:
     async def scenario() -> tuple[tuple[int, int], tuple[int, int]]:
         with VerifierPool(CHAIN_ID, workers=1, batch_max=2) as p:
             pending = asyncio.ensure_future(p.verify_async(txs))
-            await asyncio.sleep(0)  # two batches of two sent (MAX_IN_FLIGHT), three batches wait
+            await asyncio.sleep(0)  # four batches of two sent (MAX_IN_FLIGHT), one batch waits
             during = p.backlog()
             await pending
             return during, p.backlog()
 
     during, after = asyncio.run(scenario())
-    assert during == (6, 4)
+    assert during == (2, 8)
     assert after == (0, 0)
