@@ -233,14 +233,13 @@ class VerifierPool:
         return self._next_id, _REQUEST.pack(self._next_id, flags) + payload
 
     @staticmethod
-    def _replies(worker: _Worker, ids: Sequence[int]) -> list[Any]:
-        """Blocking: the unpickled replies to the requests ``ids`` sent to ``worker``, in that order."""
-        got: dict[int, Any] = {}
-        while len(got) < len(ids):
-            data = worker.conn.recv_bytes()
-            (request_id,) = _REPLY.unpack_from(data)
-            got[request_id] = pickle.loads(memoryview(data)[_REPLY.size :])  # noqa: S301
-        return [got[i] for i in ids]
+    def _reply(worker: _Worker, request_id: int) -> Any:
+        """Blocking use: the unpickled reply to ``worker``'s one outstanding request."""
+        data = worker.conn.recv_bytes()
+        (answered,) = _REPLY.unpack_from(data)
+        if answered != request_id:
+            raise OSError(f"a verifier worker answered request {answered}, not {request_id}")
+        return pickle.loads(memoryview(data)[_REPLY.size :])  # noqa: S301 (our own worker)
 
     @property
     def broken(self) -> bool:
@@ -261,7 +260,7 @@ class VerifierPool:
                 request_id, request = self._request(_PING, b"")
                 worker.conn.send_bytes(request)
                 ids.append(request_id)
-            return [self._replies(worker, [i])[0] for worker, i in zip(workers, ids, strict=True)]
+            return [self._reply(worker, i) for worker, i in zip(workers, ids, strict=True)]
         except (EOFError, OSError) as exc:
             raise self._died(exc) from exc
 
@@ -302,7 +301,7 @@ class VerifierPool:
                     worker.conn.send_bytes(request)
                     sent.append((worker, request_id))
                 for worker, request_id in sent:
-                    out.extend(self._replies(worker, [request_id])[0])
+                    out.extend(self._reply(worker, request_id))
         except (EOFError, OSError) as exc:
             raise self._died(exc) from exc
         return out
