@@ -111,24 +111,24 @@ class VerifyBound:
 # ---------------------------------------------------------------------------- one network
 
 
-TIMEOUT_COMMIT_MS = 100  # the pause after each block (node/config.py ConsensusTimeouts)
-
-
 def bench_template(
     validators: int,
     gc_freeze: bool = True,
     verify_nice: int | None = None,
-    timeout_commit_ms: int = TIMEOUT_COMMIT_MS,
+    timeout_commit_ms: int | None = None,
     verify_workers: int | None = None,
     gossip_interval_ms: int | None = None,
 ) -> NodeConfig:
     defaults = MempoolConfig()
     nice = defaults.verify_nice if verify_nice is None else verify_nice
     gossip_ms = defaults.gossip_interval_ms if gossip_interval_ms is None else gossip_interval_ms
+    consensus = ConsensusTimeouts()
+    if timeout_commit_ms is not None:
+        consensus = ConsensusTimeouts(timeout_commit_ms=timeout_commit_ms)
     if verify_workers is None:
         verify_workers = 2 if validators == 1 else 1
     return NodeConfig(
-        consensus=ConsensusTimeouts(timeout_commit_ms=timeout_commit_ms),
+        consensus=consensus,
         mempool=MempoolConfig(
             verify_workers=verify_workers,
             max_txs=50_000,
@@ -448,8 +448,8 @@ def main() -> None:
     parser.add_argument(
         "--timeout-commit-ms",
         type=int,
-        default=TIMEOUT_COMMIT_MS,
-        help="the nodes' consensus.timeout_commit_ms: the pause after a block (A/B)",
+        default=None,
+        help="the nodes' consensus.timeout_commit_ms: the pause after a block (A/B; default: the node's)",
     )
     parser.add_argument(
         "--gossip-interval-ms",
