@@ -190,8 +190,16 @@ class Engine:
     def _new_verifier(self) -> VerifierPool:
         mempool = self.config.mempool
         return VerifierPool(
-            self.chain.chain_id, mempool.verify_workers, mempool.verify_batch_max, nice=mempool.verify_nice
+            self.chain.chain_id,
+            mempool.verify_workers,
+            mempool.verify_batch_max,
+            nice=mempool.verify_nice,
+            on_batch=self._verified_batch,
         )
+
+    def _verified_batch(self, txs: int, seconds: float) -> None:
+        """A batch of admissions came back from the signature workers (queue wait included)."""
+        self._note("verify", {"txs": txs, "seconds": seconds})
 
     @contextlib.contextmanager
     def _span(self, name: str, **attributes: object) -> Iterator[None]:

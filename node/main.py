@@ -74,6 +74,8 @@ def connect_metrics(engine: Engine, metrics: NodeMetrics) -> None:
             metrics.commit_latency.observe(now - state["height_started"])
             state["last_commit"] = now
             state["height_started"] = now
+        elif event == "verify":
+            metrics.tx_verify_latency.observe(float(fields["seconds"]))  # type: ignore[arg-type]
         elif event == "round":
             metrics.rounds.inc()
             metrics.round.set(float(fields["round"]))  # type: ignore[arg-type]

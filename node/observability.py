@@ -111,7 +111,8 @@ class NodeMetrics:
                                     "by them (in_flight): admission lag that the mempool size hides.",
                                     ["state"], registry=r)
         self.tx_verify_latency = Histogram("ita_tx_verify_latency_seconds",
-                                           "Signature verification of one batch of txs.",
+                                           "Signature verification of one batch of admitted txs, "
+                                           "from queueing it for the workers to their verdict.",
                                            buckets=_LATENCY_BUCKETS, registry=r)
         self.block_apply_latency = Histogram("ita_block_apply_latency_seconds",
                                              "Applying one block through the STF.",

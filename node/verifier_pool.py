@@ -53,6 +53,7 @@ import pickle
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ class _Job:
     size: int  # bytes of txs: what the pipe must hold
     payload: bytes = b""  # pickled at dispatch, after `skip` dropped what no longer needs checking
     sent: list[int] | None = None  # indices of `txs` in the payload, when some were skipped
+    queued_at: float = field(default_factory=time.perf_counter)  # for ``on_batch``
 
 
 @dataclass(slots=True)
@@ -189,6 +191,7 @@ class VerifierPool:
         batch_max: int = 256,
         nice: int = 0,
         pipe_buffer: int = PIPE_BUFFER,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         if workers < 1 or batch_max < 1:
             raise ValueError("workers and batch_max must be >= 1")
@@ -199,6 +202,7 @@ class VerifierPool:
         self.batch_max = batch_max
         self.nice = nice
         self.pipe_buffer = pipe_buffer
+        self.on_batch = on_batch  # (txs checked, seconds from queued to verdict) per async batch
         self._workers: list[_Worker] = []
         self._next_id = 0
         self._queue: deque[_Job] = deque()
@@ -398,6 +402,8 @@ class VerifierPool:
         worker.sent_bytes -= job.size
         if not job.future.done():
             results: list[Verified] = pickle.loads(memoryview(reply)[_REPLY.size :])  # noqa: S301 (our worker)
+            if self.on_batch is not None:
+                self.on_batch(len(results), time.perf_counter() - job.queued_at)
             if job.sent is None:
                 job.future.set_result(list(results))
             else:

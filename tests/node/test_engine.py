@@ -31,6 +31,8 @@ from node import engine as engine_module
 from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
+from node.main import connect_metrics
+from node.observability import NodeMetrics
 from node.signstate import SignStateFile
 from node.verify import verify_tx
 from proto.ita.v1 import block_pb2
@@ -267,6 +269,33 @@ def test_single_validator_commits_and_applies_txs(tmp_path: Path) -> None:
             await engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_engine_feeds_the_verify_commit_and_stage_metrics(tmp_path: Path) -> None:
+    """node.main.connect_metrics on a running engine: an admitted tx's signature batch lands in
+    ita_tx_verify_latency_seconds, and its block in the block histograms."""
+    metrics = NodeMetrics()
+
+    def sample(name: str, **labels: str) -> float:
+        value = metrics.registry.get_sample_value(name, labels)
+        assert value is not None, name
+        return value
+
+    async def scenario() -> None:
+        async with started_engine(tmp_path, engine_module.NullNetwork()) as engine:
+            connect_metrics(engine, metrics)
+            signer = sdk_tx.Signer(TRADERS[0], engine.chain.chain_id)
+            [admission] = await engine.submit_txs([signer.sign(order("sell", 600_000, 20))])
+            assert admission.accepted, admission
+            await wait_until(lambda: len(engine.app.state.orders) == 1)
+            await wait_until(lambda: sample("ita_block_txs_sum") >= 1)
+
+    asyncio.run(scenario())
+    assert sample("ita_tx_verify_latency_seconds_count") == 1  # one batch of one tx
+    assert 0 < sample("ita_tx_verify_latency_seconds_sum") < 30
+    assert sample("ita_block_txs_count") >= 1 and sample("ita_block_apply_latency_seconds_count") >= 1
+    assert sample("ita_block_stage_seconds_count", stage="execute") >= 1
+    assert sample("ita_consensus_height") >= 1
 
 
 def test_four_validators_agree_and_a_restarted_one_catches_up(tmp_path: Path) -> None:

@@ -277,6 +277,29 @@ def test_batches_skip_what_became_known_while_they_waited() -> None:
     assert sorted(checked) == sorted(txs)  # each tx tested once, when its batch left the queue
 
 
+def test_each_answered_batch_is_reported_with_its_size_and_wait() -> None:
+    """``on_batch`` (the node's ita_tx_verify_latency_seconds) hears of every batch a worker
+    answered: the txs it checked and the seconds since it was queued; a batch whose txs were
+    all skipped never reached a worker and is not reported."""
+    reports: list[tuple[int, float]] = []
+    txs = [transfer_tx(3, 5000 + i) for i in range(5)]
+    skipped = [transfer_tx(3, 5100 + i) for i in range(2)]
+
+    async def scenario() -> None:
+        def report(txs_checked: int, seconds: float) -> None:
+            reports.append((txs_checked, seconds))
+
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=2, on_batch=report) as p:
+            started = time.perf_counter()
+            await p.verify_async(txs)
+            assert await p.verify_async_unless(skipped, skipped, lambda key: True) == [None, None]
+            elapsed = time.perf_counter() - started
+            assert sorted(n for n, _ in reports) == [1, 2, 2]
+            assert all(0 < seconds <= elapsed for _, seconds in reports), (reports, elapsed)
+
+    asyncio.run(scenario())
+
+
 def test_urgent_batches_leave_the_queue_first() -> None:
     """A proposal's txs (urgent) go to a worker ahead of every queued ordinary batch, even one
     that holds MAX_IN_FLIGHT ordinary batches; the batches already sent keep their place, and
