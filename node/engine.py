@@ -63,6 +63,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nacl.signing
+from opentelemetry.trace import Span
 
 from consensus import (
     BlockValidity,
@@ -97,7 +98,14 @@ from node.blockstore import BlockStore
 from node.config import NodeConfig, NodeHome
 from node.interfaces import Network
 from node.mempool import Admission, Mempool, check_tx_against_state, nonce_ceilings
-from node.observability import Tracing
+from node.observability import (
+    SPAN_BLOCK_APPLY,
+    SPAN_BLOCK_COMMIT,
+    SPAN_BLOCK_PROPOSE,
+    SPAN_HEIGHT,
+    SPAN_TX_MEMPOOL,
+    Tracing,
+)
 from node.signstate import SignStateFile
 from node.verifier_pool import VerifierPool, VerifierUnavailable
 from node.wal import Wal
@@ -182,6 +190,8 @@ class Engine:
         self._verify_wait_s = 0.0  # how long the block being decided waited for its txs' verification
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
         self.tracing: Tracing | None = None
+        self._open_height: Span | None = None  # the current height's span (_height_span)
+        self._open_height_of = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._preverifying: set[asyncio.Task[list[Admission]]] = set()  # references keep them alive
         self._preverify_by_block: dict[bytes, asyncio.Task[list[Admission]]] = {}  # block id -> its task
@@ -202,12 +212,33 @@ class Engine:
         self._note("verify", {"txs": txs, "seconds": seconds})
 
     @contextlib.contextmanager
-    def _span(self, name: str, **attributes: object) -> Iterator[None]:
+    def _span(self, name: str, parent: Span | None = None, **attributes: object) -> Iterator[None]:
         if self.tracing is None:
             yield
             return
-        with self.tracing.span(name, **attributes):
+        with self.tracing.span(name, parent, **attributes):
             yield
+
+    def _height_span(self, height: int) -> Span | None:
+        """The "height" span of `height`: opened when the previous height committed (or at the
+        first use), ended by its own commit, so it spans the block interval."""
+        if self.tracing is None:
+            return None
+        span = self._open_height
+        if span is not None and self._open_height_of == height:
+            return span
+        if span is not None:  # left without a commit here (stopped, or synced past it)
+            span.end()
+        self._open_height = self.tracing.open_span(SPAN_HEIGHT, height=height)
+        self._open_height_of = height
+        return self._open_height
+
+    def _end_height_span(self, **attributes: int) -> None:
+        span, self._open_height = self._open_height, None
+        if span is not None:
+            for key, value in attributes.items():
+                span.set_attribute(key, value)
+            span.end()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -237,6 +268,7 @@ class Engine:
             self.wal.close()
         self.verifier.close()
         self.store.close()
+        self._end_height_span()
 
     async def _recover(self) -> None:
         committed = self.app.height
@@ -380,7 +412,8 @@ class Engine:
             min(limits.max_txs, self.chain.max_block_txs),
             min(limits.max_bytes, self.chain.max_block_bytes // 2),
         )
-        with self._span("block.propose", height=req.height, round=req.round, txs=len(txs)):
+        parent = self._height_span(req.height)
+        with self._span(SPAN_BLOCK_PROPOSE, parent, height=req.height, round=req.round, txs=len(txs)):
             raw = self.app.prepare_proposal(req.height, self.now_ms(), self.own_address, txs)
         self._note("propose", {"height": req.height, "round": req.round, "txs": len(txs)})
         self.enqueue(ProposalBlock(req.height, req.round, raw))
@@ -415,10 +448,14 @@ class Engine:
         height = decide.height
         started = time.perf_counter()
         if self.app.height < height:
-            with self._span("block.commit", height=height, round=decide.round):
-                finalized = self.app.finalize_block(decide.block)
+            parent = self._height_span(height)
+            with self._span(SPAN_BLOCK_COMMIT, parent, height=height, round=decide.round):
+                with self._span(SPAN_BLOCK_APPLY, height=height):
+                    finalized = self.app.finalize_block(decide.block)
                 executed = time.perf_counter()
                 committed = self.app.commit(finalized, decide.certificate.encode())
+            self._end_height_span(round=decide.round, txs=len(committed.block.txs))
+            self._height_span(height + 1)  # the next height's span covers the commit pause too
             stored = time.perf_counter()
             self._update_mempool(committed)
             done = time.perf_counter()
@@ -583,26 +620,26 @@ class Engine:
         todo = [i for i, answer in enumerate(answers) if answer is None]
         if todo and gossip:  # relay before verifying: the peers check them in parallel with us
             self.pending_gossip.extend(txs[i] for i in todo)
-        if todo:
-            try:
-                with self._span("tx.verify", txs=len(todo)):
+        if todo:  # one span for the admission: the workers' check, then the mempool
+            with self._span(SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent):
+                try:
                     verified = await self.verifier.verify_async_unless(
                         [txs[i] for i in todo], [digests[i] for i in todo], self.mempool.seen, urgent=urgent
                     )
-            except VerifierUnavailable as exc:
-                for i in todo:
-                    answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
-                self._replace_broken_verifier(exc)
-            else:
-                for i, v in zip(todo, verified, strict=True):
-                    if v is None:  # committed (or admitted) while it waited for a worker
-                        answers[i] = precheck(txs[i], digests[i]) or self.mempool.reject_unverified(
-                            txs[i], "not checked: the transaction was seen while it waited"
-                        )
-                        continue
-                    if v.code == Code.OK:  # the signature holds whatever the stateful check says
-                        self.app.verified.remember(v.hash)
-                    answers[i] = self.mempool.add_verified(txs[i], v, digests[i])
+                except VerifierUnavailable as exc:
+                    for i in todo:
+                        answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
+                    self._replace_broken_verifier(exc)
+                else:
+                    for i, v in zip(todo, verified, strict=True):
+                        if v is None:  # committed (or admitted) while it waited for a worker
+                            answers[i] = precheck(txs[i], digests[i]) or self.mempool.reject_unverified(
+                                txs[i], "not checked: the transaction was seen while it waited"
+                            )
+                            continue
+                        if v.code == Code.OK:  # the signature holds whatever the stateful check says
+                            self.app.verified.remember(v.hash)
+                        answers[i] = self.mempool.add_verified(txs[i], v, digests[i])
         return [a for a in answers if a is not None]
 
     def _replace_broken_verifier(self, exc: VerifierUnavailable) -> None:

@@ -18,8 +18,11 @@ Theory of operation
   ``opentelemetry-exporter-otlp-proto-http`` importable, spans are batch-exported; with
   ``in_memory=True`` they are kept for tests; otherwise spans are created and dropped.
   ``span(name, **attributes)`` is the one helper callers use; span names are the
-  ``SPAN_*`` constants below (a tx's life: tx.submit -> tx.mempool -> block.propose ->
-  block.commit, inside a "height" span per height).
+  ``SPAN_*`` constants below. A tx's life: tx.submit (the client call) -> tx.mempool (its
+  admission: signature check in the workers, then the mempool), and on the consensus side one
+  "height" root span per height (opened with ``open_span``, from the height's start to its
+  commit) holding block.propose (when this node proposes) and block.commit, which holds
+  block.apply (the STF).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from aiohttp import web
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -265,14 +269,25 @@ class Tracing:
         self.exporting = exporting  # True when spans leave the process (OTLP)
 
     @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Span]:
-        """Start a span (child of the current one); bytes attributes become hex, None is skipped."""
-        attrs = {k: _span_value(v) for k, v in attributes.items() if v is not None}
-        with self.tracer.start_as_current_span(name, attributes=attrs) as span:
+    def span(self, name: str, parent: Span | None = None, **attributes: Any) -> Iterator[Span]:
+        """Start a span, child of ``parent`` if given, else of the current one; bytes attributes
+        become hex, None is skipped."""
+        context = trace.set_span_in_context(parent) if parent is not None else None
+        attrs = _attributes(attributes)
+        with self.tracer.start_as_current_span(name, context=context, attributes=attrs) as span:
             yield span
+
+    def open_span(self, name: str, **attributes: Any) -> Span:
+        """Start a root span that outlives any one call (a height); the caller ends it."""
+        return self.tracer.start_span(name, context=trace.set_span_in_context(INVALID_SPAN),
+                                      attributes=_attributes(attributes))
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+def _attributes(attributes: dict[str, Any]) -> dict[str, str | bool | int | float]:
+    return {k: _span_value(v) for k, v in attributes.items() if v is not None}
 
 
 def _span_value(value: Any) -> str | bool | int | float:
@@ -319,7 +334,5 @@ def setup_tracing(
         memory = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(memory))
     if set_global:
-        from opentelemetry import trace
-
         trace.set_tracer_provider(provider)
     return Tracing(provider, memory, exporting)

@@ -32,7 +32,15 @@ from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
 from node.main import connect_metrics
-from node.observability import NodeMetrics
+from node.observability import (
+    SPAN_BLOCK_APPLY,
+    SPAN_BLOCK_COMMIT,
+    SPAN_BLOCK_PROPOSE,
+    SPAN_HEIGHT,
+    SPAN_TX_MEMPOOL,
+    NodeMetrics,
+    setup_tracing,
+)
 from node.signstate import SignStateFile
 from node.verify import verify_tx
 from proto.ita.v1 import block_pb2
@@ -296,6 +304,46 @@ def test_the_engine_feeds_the_verify_commit_and_stage_metrics(tmp_path: Path) ->
     assert sample("ita_block_txs_count") >= 1 and sample("ita_block_apply_latency_seconds_count") >= 1
     assert sample("ita_block_stage_seconds_count", stage="execute") >= 1
     assert sample("ita_consensus_height") >= 1
+
+
+def test_the_engine_traces_each_height_and_each_admission(tmp_path: Path) -> None:
+    """One root "height" span per height (block interval), holding block.propose and
+    block.commit, which holds block.apply; a tx's admission is a tx.mempool span."""
+    tracing = setup_tracing(None, in_memory=True)
+
+    async def scenario() -> None:
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0])
+        engine.tracing = tracing
+        await engine.start()
+        try:
+            signer = sdk_tx.Signer(TRADERS[0], engine.chain.chain_id)
+            [admission] = await engine.submit_txs([signer.sign(order("sell", 600_000, 20))])
+            assert admission.accepted, admission
+            await wait_until(lambda: len(engine.app.state.orders) == 1)
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+    assert tracing.memory is not None
+    spans = tracing.memory.get_finished_spans()
+    [mempool] = [s for s in spans if s.name == SPAN_TX_MEMPOOL]
+    assert mempool.attributes is not None and mempool.attributes["txs"] == 1
+    heights = {s.attributes["height"]: s for s in spans if s.name == SPAN_HEIGHT and s.attributes}
+    [with_tx] = [h for h, s in heights.items() if s.attributes and s.attributes.get("txs") == 1]
+    assert all(s.parent is None for s in heights.values())
+    assert set(range(1, with_tx + 1)) <= set(heights)  # every height up to it, none skipped
+    by_name = {s.name: s for s in spans if s.attributes and s.attributes.get("height") == with_tx}
+    height_id = heights[with_tx].context.span_id
+
+    def parent_id(name: str) -> int | None:
+        parent = by_name[name].parent
+        return parent.span_id if parent is not None else None
+
+    commit = by_name[SPAN_BLOCK_COMMIT]
+    assert parent_id(SPAN_BLOCK_PROPOSE) == height_id and parent_id(SPAN_BLOCK_COMMIT) == height_id
+    assert parent_id(SPAN_BLOCK_APPLY) == commit.context.span_id
+    assert heights[with_tx].start_time <= commit.start_time and commit.end_time <= heights[with_tx].end_time
+    tracing.shutdown()
 
 
 def test_four_validators_agree_and_a_restarted_one_catches_up(tmp_path: Path) -> None:
