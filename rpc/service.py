@@ -18,6 +18,11 @@ Theory of operation
   (``main`` exits with status 2).
 - Lag: the source reports the node's height and connection; ``/v1/status``, ``/healthz`` and
   the ``ita_indexer_*`` gauges show them. A lost node is retried forever with backoff.
+- Tracing (``--otlp-endpoint``): one ``indexer.block`` span per block holding
+  ``indexer.apply`` (verify + replay + describe), ``indexer.record`` (history) and
+  ``indexer.publish`` (fan-out). Spans are made only when they leave the process (or are kept
+  for tests): a catch-up replays hundreds of blocks per second, and four spans per block
+  would cost it ~5%. Logs are the node's JSON lines (node.observability.setup_logging).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,7 @@ from aiohttp import web
 import stf
 from genesis.schema import GenesisError, load_genesis
 from node.heap import HeapMetrics, HeapPolicy, HeapSettings
+from node.observability import Tracing, setup_logging, setup_tracing
 from proto.ita.v1 import block_pb2
 from rpc.history import History, HistoryError
 from rpc.http import make_app
@@ -85,8 +92,11 @@ class Indexer:
         settings: IndexerSettings | None = None,
         metrics: IndexerMetrics | None = None,
         heap: HeapPolicy | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
+        recording = tracing is not None and (tracing.exporting or tracing.memory is not None)
+        self.tracing = tracing if recording else None  # spans only where they go somewhere
         self.heap = heap  # the process's GC policy (node/heap.py), called after each block
         self.source = source
         self.history = history
@@ -185,23 +195,27 @@ class Indexer:
         metrics = self.metrics
         interval = self.settings.snapshot_interval
         arrived = time.perf_counter()
-        try:
-            updates = apply_committed(state, committed, block_id)
-        except AppHashMismatch as exc:
-            if not self.ready:
-                message = f"the node's snapshot is not the chain's state: {exc}"
-                raise SnapshotRejected(exc.height, message) from exc
-            raise
-        applied = time.perf_counter()
-        height = state.height
-        snapshot = None
-        if interval and height % interval == 0:
-            snapshot = (height, encode_snapshot(state.stf), orjson.dumps(state.to_meta()))
-        self.history.record([(height, updates)], snapshot)
-        if snapshot is not None:
-            self.snapshot_height = height
-        self.ready = True
-        self.hub.publish(updates)
+        with self._span("indexer.block", height=state.height + 1, txs=len(committed.block.txs)):
+            try:
+                with self._span("indexer.apply"):
+                    updates = apply_committed(state, committed, block_id)
+            except AppHashMismatch as exc:
+                if not self.ready:
+                    message = f"the node's snapshot is not the chain's state: {exc}"
+                    raise SnapshotRejected(exc.height, message) from exc
+                raise
+            applied = time.perf_counter()
+            height = state.height
+            snapshot = None
+            if interval and height % interval == 0:
+                snapshot = (height, encode_snapshot(state.stf), orjson.dumps(state.to_meta()))
+            with self._span("indexer.record", snapshot=snapshot is not None):
+                self.history.record([(height, updates)], snapshot)
+            if snapshot is not None:
+                self.snapshot_height = height
+            self.ready = True
+            with self._span("indexer.publish", updates=len(updates)):
+                self.hub.publish(updates)
         done = time.perf_counter()
         metrics.fanout_seconds.observe(done - arrived)
         metrics.apply_seconds.observe(applied - arrived)
@@ -214,6 +228,14 @@ class Indexer:
         if self.heap is not None:
             self.heap.after_block()
         await asyncio.sleep(0)  # let HTTP/WS requests in between blocks while catching up
+
+    @contextlib.contextmanager
+    def _span(self, name: str, **attributes: Any) -> Iterator[None]:
+        if self.tracing is None:
+            yield
+            return
+        with self.tracing.span(name, **attributes):
+            yield
 
     async def _halt(self, exc: IndexerFatal) -> None:
         self.halted = exc
@@ -355,7 +377,11 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 async def run_indexer(
-    node_addr: str, home: Path, listen: str, settings: IndexerSettings | None = None
+    node_addr: str,
+    home: Path,
+    listen: str,
+    settings: IndexerSettings | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
     """``ita indexer``: index the node at ``node_addr`` with state in ``home``, serve on ``listen``.
 
@@ -371,7 +397,8 @@ async def run_indexer(
     metrics = IndexerMetrics()
     heap = HeapPolicy(HeapSettings(), HeapMetrics(metrics.registry))
     heap.install()
-    service = IndexerService(Indexer(config, source, history, settings, metrics, heap))
+    tracing = setup_tracing(otlp_endpoint, service_name="ita-indexer", moniker=f"indexer@{listen}")
+    service = IndexerService(Indexer(config, source, history, settings, metrics, heap, tracing))
     await service.start(host, port)
     log.info(
         "indexer for %s following %s, serving on %s (STF build: %s)",
@@ -387,22 +414,7 @@ async def run_indexer(
     finally:
         await service.stop()
         heap.uninstall()
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key in ("height", "tx_hash"):
-            if hasattr(record, key):
-                out[key] = getattr(record, key)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        tracing.shutdown()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -420,6 +432,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--verify-tx-signatures", action="store_true", help="re-verify every tx signature")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--otlp-endpoint", default=None, help="export OpenTelemetry spans by OTLP/HTTP, e.g. http://127.0.0.1:4318"
+    )
     return parser.parse_args(argv)
 
 
@@ -427,9 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ita indexer ...`` (argv without the program/subcommand name).
     Exit status: 0 stopped by a signal, 1 bad configuration, 2 halted by an IndexerFatal."""
     args = parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    setup_logging(args.log_level)
     settings = IndexerSettings(
         snapshot_interval=args.snapshot_interval,
         limits=WsLimits(max_connections=args.max_connections, max_subscriptions=args.max_subscriptions),
@@ -438,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def runner() -> None:
-        task = asyncio.create_task(run_indexer(args.node, args.home, args.listen, settings))
+        indexing = run_indexer(args.node, args.home, args.listen, settings, args.otlp_endpoint)
+        task = asyncio.create_task(indexing)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from node.observability import Tracing
 from rpc.history import History
 from rpc.service import Indexer, IndexerService, IndexerSettings
 from rpc.simchain import SimChain
@@ -40,10 +41,11 @@ async def start_indexer(
     *,
     source: BlockSource | None = None,
     settings: IndexerSettings | None = None,
+    tracing: Tracing | None = None,
 ) -> IndexerService:
     source = source if source is not None else InProcessSource(chain)
     history = History(home / "indexer.db", chain.config)
-    service = IndexerService(Indexer(chain.config, source, history, settings))
+    service = IndexerService(Indexer(chain.config, source, history, settings, tracing=tracing))
     await service.start("127.0.0.1", 0)
     return service
 

@@ -87,6 +87,10 @@ def test_main_serves_stops_and_resumes(tmp_path: Path) -> None:
         indexer.send_signal(signal.SIGTERM)
         assert indexer.wait(timeout=30) == 0
         stopped_at = body["height"]
+        assert indexer.stderr is not None  # the node's JSON log lines, extra fields kept
+        lines = [json.loads(line) for line in indexer.stderr.read().splitlines()]
+        started = [line for line in lines if line["msg"].startswith("indexer for")]
+        assert started and started[0]["stf_build"] in ("pure", "compiled") and started[0]["ts"].endswith("Z")
 
         indexer = spawn(*args)
         url = first_json_line(indexer)["indexer"]
