@@ -163,7 +163,7 @@ class MempoolConfig:
     cache_size: int = 100_000  # recently seen tx hashes (duplicate filter)
     verify_workers: int = 2  # signature-verification processes
     verify_batch_max: int = 256  # txs per worker batch
-    verify_nice: int = 0  # workers run this much nicer than the node (0: same priority)
+    verify_nice: int = 10  # workers run this much nicer than the node (0: same priority)
     gossip_interval_ms: int = 10  # admitted client txs are relayed to the peers in one batch this often
 
 

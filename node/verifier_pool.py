@@ -40,8 +40,10 @@ Theory of operation
   fails with ``VerifierUnavailable``, as do later calls; the owner decides what to do.
   A worker exits on EOF too, so it never outlives a node killed with ``kill -9``.
 - ``verify`` (blocking) is for tools and tests and must not overlap ``verify_async`` use.
-- Workers run ``nice`` (config ``mempool.verify_nice``, default 0) below the node if asked,
-  so that when the cores are busy the consensus/STF thread gets a core first.
+- Workers run ``nice`` (config ``mempool.verify_nice``, default 10) below the node, so that
+  when the cores are busy the consensus/STF thread gets a core first; the workers make up
+  for it when the node waits (votes, commit pause). Measured on 2 cores: no loss of
+  throughput at saturation, and a lower p99 when the cores are contended (README).
 """
 
 from __future__ import annotations
