@@ -54,11 +54,10 @@ Theory of operation (DESIGN.md principles 6-8)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,6 +104,7 @@ from node.observability import (
     SPAN_HEIGHT,
     SPAN_TX_MEMPOOL,
     Tracing,
+    optional_span,
 )
 from node.signstate import SignStateFile
 from node.verifier_pool import VerifierPool, VerifierUnavailable
@@ -210,14 +210,6 @@ class Engine:
     def _verified_batch(self, txs: int, seconds: float) -> None:
         """A batch of admissions came back from the signature workers (queue wait included)."""
         self._note("verify", {"txs": txs, "seconds": seconds})
-
-    @contextlib.contextmanager
-    def _span(self, name: str, parent: Span | None = None, **attributes: object) -> Iterator[None]:
-        if self.tracing is None:
-            yield
-            return
-        with self.tracing.span(name, parent, **attributes):
-            yield
 
     def _height_span(self, height: int) -> Span | None:
         """The "height" span of `height`: opened when the previous height committed (or at the
@@ -413,7 +405,8 @@ class Engine:
             min(limits.max_bytes, self.chain.max_block_bytes // 2),
         )
         parent = self._height_span(req.height)
-        with self._span(SPAN_BLOCK_PROPOSE, parent, height=req.height, round=req.round, txs=len(txs)):
+        attributes = {"height": req.height, "round": req.round, "txs": len(txs)}
+        with optional_span(self.tracing, SPAN_BLOCK_PROPOSE, parent, **attributes):
             raw = self.app.prepare_proposal(req.height, self.now_ms(), self.own_address, txs)
         self._note("propose", {"height": req.height, "round": req.round, "txs": len(txs)})
         self.enqueue(ProposalBlock(req.height, req.round, raw))
@@ -449,8 +442,8 @@ class Engine:
         started = time.perf_counter()
         if self.app.height < height:
             parent = self._height_span(height)
-            with self._span(SPAN_BLOCK_COMMIT, parent, height=height, round=decide.round):
-                with self._span(SPAN_BLOCK_APPLY, height=height):
+            with optional_span(self.tracing, SPAN_BLOCK_COMMIT, parent, height=height, round=decide.round):
+                with optional_span(self.tracing, SPAN_BLOCK_APPLY, height=height):
                     finalized = self.app.finalize_block(decide.block)
                 executed = time.perf_counter()
                 committed = self.app.commit(finalized, decide.certificate.encode())
@@ -621,7 +614,7 @@ class Engine:
         if todo and gossip:  # relay before verifying: the peers check them in parallel with us
             self.pending_gossip.extend(txs[i] for i in todo)
         if todo:  # one span for the admission: the workers' check, then the mempool
-            with self._span(SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent):
+            with optional_span(self.tracing, SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent):
                 try:
                     verified = await self.verifier.verify_async_unless(
                         [txs[i] for i in todo], [digests[i] for i in todo], self.mempool.seen, urgent=urgent

@@ -286,6 +286,18 @@ class Tracing:
         self.provider.shutdown()
 
 
+@contextmanager
+def optional_span(
+    tracing: Tracing | None, name: str, parent: Span | None = None, **attributes: Any
+) -> Iterator[Span | None]:
+    """``tracing.span(...)``, or nothing (None) when there is no tracing."""
+    if tracing is None:
+        yield None
+        return
+    with tracing.span(name, parent, **attributes) as span:
+        yield span
+
+
 def _attributes(attributes: dict[str, Any]) -> dict[str, str | bool | int | float]:
     return {k: _span_value(v) for k, v in attributes.items() if v is not None}
 

@@ -35,7 +35,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from aiohttp import web
 import stf
 from genesis.schema import GenesisError, load_genesis
 from node.heap import HeapMetrics, HeapPolicy, HeapSettings
-from node.observability import Tracing, setup_logging, setup_tracing
+from node.observability import Tracing, optional_span, setup_logging, setup_tracing
 from proto.ita.v1 import block_pb2
 from rpc.history import History, HistoryError
 from rpc.http import make_app
@@ -195,9 +194,10 @@ class Indexer:
         metrics = self.metrics
         interval = self.settings.snapshot_interval
         arrived = time.perf_counter()
-        with self._span("indexer.block", height=state.height + 1, txs=len(committed.block.txs)):
+        tracing = self.tracing
+        with optional_span(tracing, "indexer.block", height=state.height + 1, txs=len(committed.block.txs)):
             try:
-                with self._span("indexer.apply"):
+                with optional_span(tracing, "indexer.apply"):
                     updates = apply_committed(state, committed, block_id)
             except AppHashMismatch as exc:
                 if not self.ready:
@@ -209,12 +209,12 @@ class Indexer:
             snapshot = None
             if interval and height % interval == 0:
                 snapshot = (height, encode_snapshot(state.stf), orjson.dumps(state.to_meta()))
-            with self._span("indexer.record", snapshot=snapshot is not None):
+            with optional_span(tracing, "indexer.record", snapshot=snapshot is not None):
                 self.history.record([(height, updates)], snapshot)
             if snapshot is not None:
                 self.snapshot_height = height
             self.ready = True
-            with self._span("indexer.publish", updates=len(updates)):
+            with optional_span(tracing, "indexer.publish", updates=len(updates)):
                 self.hub.publish(updates)
         done = time.perf_counter()
         metrics.fanout_seconds.observe(done - arrived)
@@ -228,14 +228,6 @@ class Indexer:
         if self.heap is not None:
             self.heap.after_block()
         await asyncio.sleep(0)  # let HTTP/WS requests in between blocks while catching up
-
-    @contextlib.contextmanager
-    def _span(self, name: str, **attributes: Any) -> Iterator[None]:
-        if self.tracing is None:
-            yield
-            return
-        with self.tracing.span(name, **attributes):
-            yield
 
     async def _halt(self, exc: IndexerFatal) -> None:
         self.halted = exc
