@@ -402,10 +402,10 @@ class VerifierPool:
             self._break("a verifier worker answered a request it was not sent")
             return
         worker.sent_bytes -= job.size
+        answered = 0
         if not job.future.done():
             results: list[Verified] = pickle.loads(memoryview(reply)[_REPLY.size :])  # noqa: S301 (our worker)
-            if self.on_batch is not None:
-                self.on_batch(len(results), time.perf_counter() - job.queued_at)
+            answered = len(results)
             if job.sent is None:
                 job.future.set_result(list(results))
             else:
@@ -415,6 +415,8 @@ class VerifierPool:
                 job.future.set_result(out)
         if worker.loop is not None:
             self._dispatch(self._workers, worker.loop)
+        if answered and self.on_batch is not None:  # last: a failing observer stalls nothing
+            self.on_batch(answered, time.perf_counter() - job.queued_at)
 
     @staticmethod
     def _prepare(job: _Job) -> bool:

@@ -300,6 +300,22 @@ def test_each_answered_batch_is_reported_with_its_size_and_wait() -> None:
     asyncio.run(scenario())
 
 
+def test_a_failing_batch_observer_stalls_nothing() -> None:
+    """``on_batch`` runs after the batch is answered and the next one sent: if it raises (a
+    bug in a metrics hook), the loop logs it and verification carries on."""
+    txs = [transfer_tx(3, 5200 + i) for i in range(6)]
+
+    def broken(txs_checked: int, seconds: float) -> None:
+        raise RuntimeError("observer bug")
+
+    async def scenario() -> list[Verified]:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=2, on_batch=broken) as p:
+            return await asyncio.wait_for(p.verify_async(txs), 30)  # a hang guard
+
+    assert [r.ok for r in asyncio.run(scenario())] == [True] * 6
+
+
 def test_urgent_batches_leave_the_queue_first() -> None:
     """A proposal's txs (urgent) go to a worker ahead of every queued ordinary batch, even one
     that holds MAX_IN_FLIGHT ordinary batches; the batches already sent keep their place, and
