@@ -108,6 +108,7 @@ from node.observability import (
 )
 from node.signstate import SignStateFile
 from node.verifier_pool import VerifierPool, VerifierUnavailable
+from node.verify import Verified
 from node.wal import Wal
 from proto.ita.v1 import block_pb2, node_pb2
 from sdk.keys import Key
@@ -190,8 +191,7 @@ class Engine:
         self._verify_wait_s = 0.0  # how long the block being decided waited for its txs' verification
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
         self.tracing: Tracing | None = None
-        self._open_height: Span | None = None  # the current height's span (_height_span)
-        self._open_height_of = 0
+        self._open_height: tuple[int, Span] | None = None  # (height, its span): _height_span
         self._tasks: list[asyncio.Task[None]] = []
         self._preverifying: set[asyncio.Task[list[Admission]]] = set()  # references keep them alive
         self._preverify_by_block: dict[bytes, asyncio.Task[list[Admission]]] = {}  # block id -> its task
@@ -216,18 +216,19 @@ class Engine:
         first use), ended by its own commit, so it spans the block interval."""
         if self.tracing is None:
             return None
-        span = self._open_height
-        if span is not None and self._open_height_of == height:
-            return span
-        if span is not None:  # left without a commit here (stopped, or synced past it)
-            span.end()
-        self._open_height = self.tracing.open_span(SPAN_HEIGHT, height=height)
-        self._open_height_of = height
-        return self._open_height
+        if self._open_height is not None:
+            open_height, span = self._open_height
+            if open_height == height:
+                return span
+            span.end()  # left without a commit here (stopped, or synced past it)
+        span = self.tracing.open_span(SPAN_HEIGHT, height=height)
+        self._open_height = (height, span)
+        return span
 
     def _end_height_span(self, **attributes: int) -> None:
-        span, self._open_height = self._open_height, None
-        if span is not None:
+        if self._open_height is not None:
+            _, span = self._open_height
+            self._open_height = None
             for key, value in attributes.items():
                 span.set_attribute(key, value)
             span.end()
@@ -625,15 +626,18 @@ class Engine:
                     self._replace_broken_verifier(exc)
                 else:
                     for i, v in zip(todo, verified, strict=True):
-                        if v is None:  # committed (or admitted) while it waited for a worker
-                            answers[i] = precheck(txs[i], digests[i]) or self.mempool.reject_unverified(
-                                txs[i], "not checked: the transaction was seen while it waited"
-                            )
-                            continue
-                        if v.code == Code.OK:  # the signature holds whatever the stateful check says
-                            self.app.verified.remember(v.hash)
-                        answers[i] = self.mempool.add_verified(txs[i], v, digests[i])
+                        answers[i] = self._add_checked(txs[i], digests[i], v)
         return [a for a in answers if a is not None]
+
+    def _add_checked(self, raw: bytes, digest: bytes, verified: Verified | None) -> Admission:
+        """The admission of a tx the workers answered for (None: not checked, seen meanwhile)."""
+        if verified is None:  # committed (or admitted) while it waited for a worker
+            return self.mempool.precheck(raw, digest) or self.mempool.reject_unverified(
+                raw, "not checked: the transaction was seen while it waited"
+            )
+        if verified.code == Code.OK:  # the signature holds whatever the stateful check says
+            self.app.verified.remember(verified.hash)
+        return self.mempool.add_verified(raw, verified, digest)
 
     def _replace_broken_verifier(self, exc: VerifierUnavailable) -> None:
         """A verifier worker died: the txs of that batch were answered as unverified (the client

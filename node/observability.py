@@ -20,9 +20,9 @@ Theory of operation
   ``span(name, **attributes)`` is the one helper callers use; span names are the
   ``SPAN_*`` constants below. A tx's life: tx.submit (the client call) -> tx.mempool (its
   admission: signature check in the workers, then the mempool), and on the consensus side one
-  "height" root span per height (opened with ``open_span``, from the height's start to its
-  commit) holding block.propose (when this node proposes) and block.commit, which holds
-  block.apply (the STF).
+  "height" root span per height (opened with ``open_span`` when the previous height commits,
+  ended by its own commit: the block interval) holding block.propose (when this node
+  proposes) and block.commit, which holds block.apply (the STF).
 """
 
 from __future__ import annotations

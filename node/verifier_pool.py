@@ -179,7 +179,6 @@ class _Worker:
     conn: Connection
     room: int  # unanswered request bytes its pipe is trusted with
     in_flight: dict[int, _Job] = field(default_factory=dict)  # by request id
-    sent_bytes: int = 0  # request bytes of the jobs in flight
     loop: asyncio.AbstractEventLoop | None = None  # where its reader is registered
 
 
@@ -370,7 +369,7 @@ class VerifierPool:
             worker = min(workers, key=lambda w: len(w.in_flight))
             if worker.in_flight and (
                 (not urgent and len(worker.in_flight) >= MAX_IN_FLIGHT)
-                or worker.sent_bytes + job.size > worker.room
+                or sum(j.size for j in worker.in_flight.values()) + job.size > worker.room
             ):
                 return  # a busy worker takes another batch only if its pipe can hold it
             queue.popleft()
@@ -388,7 +387,6 @@ class VerifierPool:
                 self._died(exc)
                 return
             worker.in_flight[request_id] = job
-            worker.sent_bytes += job.size
 
     def _on_reply(self, worker: _Worker) -> None:
         try:
@@ -401,7 +399,6 @@ class VerifierPool:
         if job is None:
             self._break("a verifier worker answered a request it was not sent")
             return
-        worker.sent_bytes -= job.size
         answered = 0
         if not job.future.done():
             results: list[Verified] = pickle.loads(memoryview(reply)[_REPLY.size :])  # noqa: S301 (our worker)
@@ -467,7 +464,6 @@ class VerifierPool:
         for worker in self._workers:
             jobs.extend(worker.in_flight.values())
             worker.in_flight.clear()
-            worker.sent_bytes = 0
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(VerifierUnavailable(reason))
