@@ -114,7 +114,8 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
     metrics = NodeMetrics()
     metrics.set_info(chain.chain_id, config.moniker, stf.BUILD)
     engine = Engine(chain, config, node_home, key)
-    engine.tracing = tracing
+    spans = tracing if tracing.recording else None  # no spans where they would go nowhere
+    engine.tracing = spans
     connect_metrics(engine, metrics)
     heap = HeapPolicy(config.gc, metrics.heap)
     heap.install()
@@ -139,7 +140,7 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
         engine,
         network.servicer,
         metrics=metrics,
-        tracing=tracing,
+        tracing=spans,
         peer_infos=network.peer_infos,
     )
     await network.start(engine)

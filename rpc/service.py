@@ -94,8 +94,7 @@ class Indexer:
         tracing: Tracing | None = None,
     ) -> None:
         self.config = config
-        recording = tracing is not None and (tracing.exporting or tracing.memory is not None)
-        self.tracing = tracing if recording else None  # spans only where they go somewhere
+        self.tracing = tracing if tracing is not None and tracing.recording else None
         self.heap = heap  # the process's GC policy (node/heap.py), called after each block
         self.source = source
         self.history = history
