@@ -9,7 +9,12 @@ Prints one JSON object per result on stdout (progress goes to stderr):
   (transactions of the clients that were committed, counted by their commit time inside the
   measurement window), ``latency_ms`` p50/p90/p99 (client's wall clock just before its
   ``SubmitTxs`` call -> arrival of the committing block on a ``StreamBlocks`` subscription of
-  validator 0; same machine, same clock), admission counts, blocks and txs per block,
+  validator 0; same machine, same clock), admission counts, blocks and txs per block, ``cpu``
+  (bench/proc_cpu.py, over the measurement window: cores used by the validator processes, by
+  their signature workers and by the load clients, the machine's busy and steal cores, and
+  the validators' and the workers' CPU microseconds per committed tx, all validators
+  together; ``validator_to_worker`` is the first over the second: the node's own cost per tx
+  in units of its verification cost, which the machine's phase moves far less than latency),
   ``verify_bound_per_s`` (the bound measured again on the idle machine just before this step's
   network starts and just after it stops, the higher of the two; both are in
   ``verify_bound_before_after_per_s``) and ``ratio_to_verify_bound`` = committed_per_s / that
@@ -64,6 +69,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from bench.proc_cpu import CpuSample, sample, usage  # noqa: E402
 from devnet.network import Network, Plan, create_homes, plan_network  # noqa: E402
 from node.config import BlockLimits, ConsensusTimeouts, MempoolConfig, NodeConfig  # noqa: E402
 from node.heap import HeapSettings  # noqa: E402
@@ -220,7 +226,50 @@ def write_timeline(path: Path, go: float, submitted: dict[bytes, float], watcher
             out.write(json.dumps(row) + "\n")
 
 
-def run_step(plan: Plan, workdir: Path, rate: float, args: argparse.Namespace, step: int) -> dict[str, Any]:
+class WindowCpu:
+    """CPU samples at the start and the end of the measurement window, from a thread (the caller
+    waits on its load clients meanwhile); see bench/proc_cpu.py."""
+
+    def __init__(
+        self, start_at: float, end_at: float, validator_pids: list[int], client_pids: list[int]
+    ) -> None:
+        self.samples: list[CpuSample | None] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(start_at, end_at, validator_pids, client_pids), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, start_at: float, end_at: float, validator_pids: list[int], client_pids: list[int]) -> None:
+        for at in (start_at, end_at):
+            time.sleep(max(0.0, at - time.time()))
+            self.samples.append(sample(validator_pids, client_pids, time.monotonic()))
+
+    def report(self, committed_per_s: float) -> dict[str, Any] | None:
+        """Cores used in the window and CPU microseconds per committed tx (all validators together)."""
+        self._thread.join(timeout=5)
+        if len(self.samples) != 2 or self.samples[0] is None or self.samples[1] is None:
+            return None
+        used = usage(self.samples[0], self.samples[1])
+
+        def per_tx(cores: float) -> float | None:
+            return round(cores * 1e6 / committed_per_s, 1) if committed_per_s > 0 else None
+
+        return {
+            "validator_cores": round(used.leaders, 3),
+            "verify_worker_cores": round(used.rest, 3),
+            "client_cores": round(used.pids, 3),
+            "machine_busy_cores": round(used.machine_busy, 3),
+            "machine_steal_cores": round(used.machine_steal, 3),
+            "machine_cpus": round(used.machine_cpus, 2),
+            "validator_us_per_tx": per_tx(used.leaders),
+            "verify_worker_us_per_tx": per_tx(used.rest),
+            "validator_to_worker": round(used.leaders / used.rest, 3) if used.rest > 0 else None,
+        }
+
+
+def run_step(
+    plan: Plan, workdir: Path, rate: float, args: argparse.Namespace, step: int, validator_pids: list[int]
+) -> dict[str, Any]:
     nodes = ",".join(n.grpc for n in plan.nodes)
     per_client = rate / args.clients
     accounts_per_client = CHAIN_ACCOUNTS // args.clients
@@ -268,6 +317,7 @@ def run_step(plan: Plan, workdir: Path, rate: float, args: argparse.Namespace, s
     start_height = NodeClient(plan.nodes[0].grpc).status().height
     watcher = CommitWatcher(plan.nodes[0].grpc, start_height + 1)
     go = time.time()
+    cpu = WindowCpu(go + args.warmup, go + duration, validator_pids, [proc.pid for proc in clients])
     for proc in clients:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -315,6 +365,7 @@ def run_step(plan: Plan, workdir: Path, rate: float, args: argparse.Namespace, s
         "blocks": len(blocks_in_window),
         "avg_block_txs": round(sum(blocks_in_window) / len(blocks_in_window), 1) if blocks_in_window else 0,
         "admissions": admissions,
+        "cpu": cpu.report(committed_rate),
         "clients": args.clients,
         "window_s": args.measure,
         "gc_freeze": plan.template.gc.freeze_after_block,
@@ -349,7 +400,8 @@ def run_network(validators: int, args: argparse.Namespace, bound: VerifyBound) -
             net.start_validators()
             NodeClient(plan.nodes[0].grpc).wait_for_height(2, timeout=120)
             progress(f"{validators} validator(s): offering {rate:.0f} orders/s")
-            result = run_step(plan, workdir, rate, args, len(steps))
+            pids = [p.pid for p in net.validators if p.pid is not None]
+            result = run_step(plan, workdir, rate, args, len(steps), pids)
             dead = [p.name for p in net.validators if not p.alive()]
         finally:
             net.stop_all(grace=10)
