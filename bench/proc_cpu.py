@@ -19,13 +19,13 @@ Theory of operation
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.procstat import TICKS_PER_S, parse_stat
+
 PROC = Path("/proc")
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +38,6 @@ class CpuSample:
     machine_total_s: float  # everything, idle and iowait included
 
 
-def parse_stat(text: str) -> tuple[int, float]:
-    """(process group, CPU seconds) from the text of /proc/PID/stat."""
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parens
-    pgrp = int(fields[2])  # stat field 5
-    ticks = int(fields[11]) + int(fields[12])  # fields 14 (utime) and 15 (stime)
-    return pgrp, ticks / _TICKS_PER_S
-
-
 def parse_machine(text: str) -> tuple[float, float, float]:
     """(busy, steal, total) seconds over all CPUs from the text of /proc/stat."""
     for line in text.splitlines():
@@ -55,7 +47,7 @@ def parse_machine(text: str) -> tuple[float, float, float]:
             steal = values[7] if len(values) > 7 else 0
             total = user + nice + system + idle + iowait + irq + softirq + steal  # guest: inside user
             busy = user + nice + system + irq + softirq
-            return busy / _TICKS_PER_S, steal / _TICKS_PER_S, total / _TICKS_PER_S
+            return busy / TICKS_PER_S, steal / TICKS_PER_S, total / TICKS_PER_S
     raise ValueError("no aggregate cpu line in /proc/stat")
 
 

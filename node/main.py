@@ -117,6 +117,7 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
     spans = tracing if tracing.recording else None  # no spans where they would go nowhere
     engine.tracing = spans
     connect_metrics(engine, metrics)
+    metrics.watch_verify_workers(lambda: engine.verifier.worker_pids())  # the current pool's
     heap = HeapPolicy(config.gc, metrics.heap)
     heap.install()
     connect_heap_policy(engine, heap)

@@ -31,7 +31,7 @@ import datetime
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -48,11 +48,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from node.heap import HeapMetrics
+from node.procstat import cpu_seconds
 
 __all__ = [
     "SPAN_BLOCK_APPLY",
@@ -149,8 +153,15 @@ class NodeMetrics:
         # client API
         self.stream_blocks_subscribers = Gauge("ita_stream_blocks_subscribers",
                                                "Open Node.StreamBlocks calls.", registry=r)
-        # process
+        # process: ita_process_cpu_seconds_total, _resident_memory_bytes, _open_fds, ... (Linux)
+        ProcessCollector(namespace="ita", registry=r)
         self.heap = HeapMetrics(r)
+
+    def watch_verify_workers(self, pids: Callable[[], list[int]]) -> None:
+        """Export ``ita_verify_worker_cpu_seconds_total`` per signature worker, read from /proc
+        at each scrape; ``pids`` gives the current workers' pids (a replaced worker's counter
+        starts again from zero, which Prometheus reads as a counter reset)."""
+        self.registry.register(VerifyWorkerCpu(pids))
 
     def set_info(self, chain_id: str, moniker: str, stf_build: str) -> None:
         self.info.labels(chain_id=chain_id, moniker=moniker, stf_build=stf_build).set(1)
@@ -302,6 +313,28 @@ def optional_span(
         return
     with tracing.span(name, parent, **attributes) as span:
         yield span
+
+
+class VerifyWorkerCpu(Collector):
+    """The signature workers' CPU seconds (user + system), labelled by worker index."""
+
+    NAME = "ita_verify_worker_cpu_seconds"
+    HELP = ("CPU seconds (user + system) used by each signature-verification worker process "
+            "(Linux /proc; absent elsewhere).")
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.NAME, self.HELP, labels=["worker"])
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=["worker"])
+        for index, pid in enumerate(self.pids()):
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                family.add_metric([str(index)], seconds)
+        yield family
 
 
 def _attributes(attributes: dict[str, Any]) -> dict[str, str | bool | int | float]:

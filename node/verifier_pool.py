@@ -228,6 +228,10 @@ class VerifierPool:
                 self._workers.append(_Worker(process, parent, room))
         return self._workers
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the started worker processes (none before the first batch or warm-up)."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
     @property
     def pipe_room(self) -> int:
         """Unanswered request bytes each worker's pipe is trusted with (0 before the start)."""

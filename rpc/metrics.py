@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 import stf
@@ -22,6 +22,8 @@ class IndexerMetrics:
             registry=r,
         )
         self.info.labels(stf_build=stf.BUILD).set(1)
+        # ita_indexer_process_cpu_seconds_total, _resident_memory_bytes, _open_fds, ... (Linux)
+        ProcessCollector(namespace="ita_indexer", registry=r)
         self.height = Gauge("ita_indexer_height", "Latest block height indexed and served.", registry=r)
         self.node_height = Gauge("ita_indexer_node_height", "Latest height reported by the node.", registry=r)
         self.lag_blocks = Gauge(

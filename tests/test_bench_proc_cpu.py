@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.proc_cpu import CpuSample, parse_machine, parse_stat, sample, usage
+from bench.proc_cpu import CpuSample, parse_machine, sample, usage
+from node.procstat import cpu_seconds, parse_stat
 
 pytestmark = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc (Linux)")
 
@@ -47,6 +48,12 @@ def test_usage_is_cores_between_two_samples() -> None:
         usage(after, before)
 
 
+def test_cpu_seconds_of_a_process_that_is_gone_is_none() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    assert cpu_seconds(proc.pid) is None
+
+
 def test_sample_splits_a_group_into_its_leader_and_the_rest() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", _GROUP], stdout=subprocess.PIPE, text=True, start_new_session=True
@@ -60,6 +67,8 @@ def test_sample_splits_a_group_into_its_leader_and_the_rest() -> None:
         assert leader >= 0.19 and rest >= 0.19
         assert taken.pids[child_pid] >= 0.19 and taken.pids[child_pid] <= rest
         assert taken.machine_total_s > taken.machine_busy_s > 0
+        own = cpu_seconds(child_pid)
+        assert own is not None and own >= taken.pids[child_pid]
     finally:
         subprocess.run(["pkill", "-KILL", "-g", str(proc.pid)], check=False)
         proc.wait(timeout=10)

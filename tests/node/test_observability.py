@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,6 +46,9 @@ EXPECTED = {
     "ita_peer_handshake_failures": "counter",
     "ita_peer_disconnects": "counter",
     "ita_stream_blocks_subscribers": "gauge",
+    "ita_process_cpu_seconds": "counter",
+    "ita_process_resident_memory_bytes": "gauge",
+    "ita_verify_worker_cpu_seconds": "counter",
 }
 
 
@@ -72,6 +76,7 @@ def exercised_metrics() -> NodeMetrics:
     m.peer_messages_dropped.labels(reason="garbage").inc()
     m.peer_handshake_failures.labels(reason="wrong_chain").inc()
     m.peer_disconnects.labels(reason="closed").inc()
+    m.watch_verify_workers(lambda: [os.getpid()])  # a live process standing in for a worker
     return m
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.app import Application, VerifiedTxs
 from node.blockstore import BlockStore
+from node.observability import NodeMetrics
 from node.verifier_pool import MAX_IN_FLIGHT, VerifierPool, VerifierUnavailable
 from node.verify import Verified, verify_batch, verify_tx
 from proto.ita.v1 import tx_pb2
@@ -145,6 +147,23 @@ def test_worker_pool_async(pool: VerifierPool) -> None:
     results = asyncio.run(pool.verify_async(txs))
     assert [r.ok for r in results] == [True] * 20 + [False]
     assert pool.verify([]) == []
+
+
+def test_worker_cpu_is_exported_per_worker_while_the_workers_live() -> None:
+    metrics = NodeMetrics()
+    with VerifierPool(CHAIN_ID, workers=2) as p:
+        metrics.watch_verify_workers(p.worker_pids)
+        assert "ita_verify_worker_cpu_seconds_total{" not in metrics.exposition().decode()  # not started
+        p.warm_up()
+        assert p.verify([transfer_tx(0, 3000 + i) for i in range(40)])[0].ok
+        pids = p.worker_pids()
+        assert len(pids) == 2 and os.getpid() not in pids
+        families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+        samples = {s.labels["worker"]: s.value for s in families["ita_verify_worker_cpu_seconds"].samples}
+        assert set(samples) == {"0", "1"} and all(v >= 0 for v in samples.values())
+        assert sum(samples.values()) > 0  # 40 signature checks plus the workers' start-up
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    assert families["ita_verify_worker_cpu_seconds"].samples == []  # gone with the workers
 
 
 def test_closed_pool_is_unavailable() -> None:

@@ -79,6 +79,7 @@ async def _grpc(tmp_path: Path) -> None:
             assert status_body["node"]["lag_blocks"] == 7 and status_body["node"]["connected"] is True
             metrics = await (await session.get(f"{service.url}/metrics")).text()
             assert "ita_indexer_lag_blocks 7.0" in metrics
+            assert "ita_indexer_process_resident_memory_bytes " in metrics  # the process's own
             node.servicer.hold_at = None
             node.servicer.wake()
             await caught_up(service, chain)
