@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,5 +72,5 @@ def test_sample_splits_a_group_into_its_leader_and_the_rest() -> None:
         own = cpu_seconds(child_pid)
         assert own is not None and own >= taken.pids[child_pid]
     finally:
-        subprocess.run(["pkill", "-KILL", "-g", str(proc.pid)], check=False)
+        os.killpg(proc.pid, signal.SIGKILL)  # the leader and its child
         proc.wait(timeout=10)
