@@ -24,9 +24,10 @@ Prints one JSON object per result on stdout (progress goes to stderr):
   in when it started. Taking the higher of two keeps a slow phase during one ~1 s measurement
   from inflating the ratio: a 1-validator step once reported 1.10 against a bound of 11,728/s
   measured in such a phase, while the ramp's other bounds were ~17,600/s.
-- ``node_result``: per validator count, the best step whose p99 <= ``--p99-limit-ms`` (500)
-  and which committed >= 90 % of what was offered, with the issue's target next to it: 1
-  validator >= 60 % of one core's verification rate; 4 validators >= 3,000 orders/s.
+- ``node_result``: per validator count, the best step (its rates, latency, bound and ``cpu``)
+  whose p99 <= ``--p99-limit-ms`` (500) and which committed >= 90 % of what was offered, with
+  the issue's target next to it: 1 validator >= 60 % of one core's verification rate; 4
+  validators >= 3,000 orders/s.
 
 Load: ``--clients`` separate ``python -m devnet.loadgen`` processes (place orders only: GTC,
 post-only, IOC and market orders around the oracle walk, from disjoint ranges of funded devnet
@@ -553,7 +554,7 @@ def main() -> None:
                     k: best[k]
                     for k in (
                         "offered_per_s", "committed_per_s", "latency_ms", "verify_bound_per_s",
-                        "verify_bound_before_after_per_s", "ratio_to_verify_bound",
+                        "verify_bound_before_after_per_s", "ratio_to_verify_bound", "cpu",
                     )
                 }
             )
