@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.procstat import TICKS_PER_S, parse_stat
+from node.procstat import TICKS_PER_S, read_stat
 
 PROC = Path("/proc")
 
@@ -51,13 +51,6 @@ def parse_machine(text: str) -> tuple[float, float, float]:
     raise ValueError("no aggregate cpu line in /proc/stat")
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:  # the process exited while we looked
-        return None
-
-
 def sample(pgids: Iterable[int], pids: Iterable[int] = (), wall_s: float = 0.0) -> CpuSample | None:
     """The CPU seconds of the groups `pgids` (leader, rest) and of `pids`, and the machine's."""
     if not (PROC / "stat").exists():
@@ -69,10 +62,10 @@ def sample(pgids: Iterable[int], pids: Iterable[int] = (), wall_s: float = 0.0) 
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        text = _read(entry / "stat")
-        if text is None:
+        stat = read_stat(pid)
+        if stat is None:  # the process exited while we looked
             continue
-        pgrp, cpu = parse_stat(text)
+        pgrp, cpu = stat
         if pid in singles:
             singles[pid] = cpu
         if pgrp in wanted:

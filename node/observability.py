@@ -16,9 +16,10 @@ Theory of operation
 - ``Tracing`` wraps an OpenTelemetry ``TracerProvider`` private to the node (the global
   provider is left alone unless asked). With an OTLP endpoint and the optional package
   ``opentelemetry-exporter-otlp-proto-http`` importable, spans are batch-exported; with
-  ``in_memory=True`` they are kept for tests; otherwise spans are created and dropped.
-  ``span(name, **attributes)`` is the one helper callers use; span names are the
-  ``SPAN_*`` constants below. A tx's life: tx.submit (the client call) -> tx.mempool (its
+  ``in_memory=True`` they are kept for tests; otherwise nothing would receive them and
+  ``recording`` is False, so the node and the indexer hand None to ``optional_span`` (the
+  helper callers use) and no span is made at all. Span names are the ``SPAN_*`` constants
+  below. A tx's life: tx.submit (the client call) -> tx.mempool (its
   admission: signature check in the workers, then the mempool), and on the consensus side one
   "height" root span per height (opened with ``open_span`` when the previous height commits,
   ended by its own commit: the block interval) holding block.propose (when this node

@@ -2,8 +2,8 @@
 
 ``parse_stat`` reads the process group and the user + system CPU seconds out of the text of
 /proc/PID/stat (the command name, field 2, may hold spaces and parentheses, so the fields
-are counted from its closing parenthesis). ``cpu_seconds`` returns None where there is no
-such file: the process is gone, or the system has no /proc.
+are counted from its closing parenthesis). ``read_stat`` and ``cpu_seconds`` return None
+where there is no such file: the process is gone, or the system has no /proc.
 """
 
 from __future__ import annotations
@@ -22,9 +22,15 @@ def parse_stat(text: str) -> tuple[int, float]:
     return pgrp, ticks / TICKS_PER_S
 
 
-def cpu_seconds(pid: int) -> float | None:
+def read_stat(pid: int) -> tuple[int, float] | None:
+    """``parse_stat`` of process `pid`, or None when it cannot be read (gone, or no /proc)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return parse_stat(text)[1]
+    return parse_stat(text)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    stat = read_stat(pid)
+    return stat[1] if stat is not None else None
