@@ -35,7 +35,9 @@ Theory of operation (DESIGN.md principles 6-8)
   committed blocks and feed each as `CertifiedBlock` to the core, which verifies its
   commit certificate against the validator set and decides the height directly.
 - Tx admission: cheap checks (size, duplicate, mempool room) on the event loop, signatures in
-  the verifier workers (node/verifier_pool.py), then the stateful check and the mempool.
+  the verifier workers (node/verifier_pool.py), then the stateful check and the mempool. A tx
+  that passed the cheap checks holds its room in the mempool's bounds until its verdict is back
+  (Mempool.hold/release), so what waits for the workers is bounded like the mempool itself.
   A client's txs that pass the cheap checks are queued for gossip *before* their signatures
   are checked, so every validator verifies them in parallel instead of one after the other
   (each validator checks every tx it admits; nothing unverified enters a mempool or skips
@@ -609,20 +611,31 @@ class Engine:
         their batches go to the verifier workers ahead of the queued ones (a proposal's txs, which
         the block's execution needs soon)."""
         digests = [hash_of_tx(raw) for raw in txs]
-        precheck = self.mempool.precheck
-        answers: list[Admission | None] = [precheck(raw, d) for raw, d in zip(txs, digests, strict=True)]
-        todo = [i for i, answer in enumerate(answers) if answer is None]
+        mempool = self.mempool
+        answers: list[Admission | None] = []
+        todo: list[int] = []
+        held = 0  # bytes of the txs in `todo`: held in the mempool's bounds while they are verified
+        for i, (raw, digest) in enumerate(zip(txs, digests, strict=True)):
+            answer = mempool.precheck(raw, digest)
+            answers.append(answer)
+            if answer is None:
+                todo.append(i)
+                held += len(raw)
+                mempool.hold(1, len(raw))  # the next precheck counts it: the batch obeys the bounds too
         if todo and gossip:  # relay before verifying: the peers check them in parallel with us
             self.pending_gossip.extend(txs[i] for i in todo)
         if todo:  # one span for the admission: the workers' check, then the mempool
             with optional_span(self.tracing, SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent):
                 try:
-                    verified = await self.verifier.verify_async_unless(
-                        [txs[i] for i in todo], [digests[i] for i in todo], self.mempool.seen, urgent=urgent
-                    )
+                    try:
+                        verified = await self.verifier.verify_async_unless(
+                            [txs[i] for i in todo], [digests[i] for i in todo], mempool.seen, urgent=urgent
+                        )
+                    finally:  # verdicts back (or never coming): add_verified checks the bounds itself
+                        mempool.release(len(todo), held)
                 except VerifierUnavailable as exc:
                     for i in todo:
-                        answers[i] = self.mempool.reject_unverified(txs[i], str(exc))
+                        answers[i] = mempool.reject_unverified(txs[i], str(exc))
                     self._replace_broken_verifier(exc)
                 else:
                     for i, v in zip(todo, verified, strict=True):

@@ -7,6 +7,12 @@ does I/O. Admission of a raw tx has two halves around the verifier pool:
 
 1. ``precheck(raw)`` -- cheap, before any signature work: size, duplicate
    (pool or recently-seen cache), pool full. ``None`` means "verify it".
+   The caller then ``hold``s the tx's room until the verdict is back and
+   ``release``s it before step 2: "full" counts the txs (and bytes) waiting
+   for signature checks as well as the admitted ones, so ``max_txs`` and
+   ``max_bytes`` bound everything the node holds for admission -- a flood of
+   submissions beyond them is answered ``MEMPOOL_FULL`` at once instead of
+   queueing for the workers without limit (memory and latency).
 2. ``add_verified(v)`` -- after ``node.verify``: the stateless verdict, the
    duplicate and bound checks again (other txs may have arrived meanwhile),
    a pending tx of the same account with the same nonce, the per-account
@@ -181,6 +187,8 @@ class Mempool:
         # tx hash -> None (admitted or committed) or the permanent rejection (code, reason)
         self._cache: OrderedDict[bytes, tuple[int, str] | None] = OrderedDict()
         self._bytes = 0
+        self._awaiting = 0  # txs held for signature checks (hold/release)
+        self._awaiting_bytes = 0
         self._seq = 0
         self.admitted_total = 0
         self.rejected_total: Counter[int] = Counter()  # by code
@@ -211,6 +219,8 @@ class Mempool:
         return {
             "size": len(self._txs),
             "bytes": self._bytes,
+            "awaiting": self._awaiting,
+            "awaiting_bytes": self._awaiting_bytes,
             "cache_size": len(self._cache),
             "admitted_total": self.admitted_total,
             "rejected_total": sum(self.rejected_total.values()),
@@ -236,11 +246,32 @@ class Mempool:
         return Admission(digest, False, code, reason)
 
     def _full(self, size: int) -> str | None:
-        if len(self._txs) >= self.config.max_txs:
-            return f"mempool holds {len(self._txs)} txs, the maximum"
-        if self._bytes + size > self.config.max_bytes:
-            return f"mempool holds {self._bytes} bytes; {size} more exceeds {self.config.max_bytes}"
+        waiting = self._awaiting
+        if len(self._txs) + waiting >= self.config.max_txs:
+            return (
+                f"mempool holds {len(self._txs)} txs and {waiting} more await signature checks; "
+                f"at most {self.config.max_txs} (the maximum): retry later"
+            )
+        held = self._bytes + self._awaiting_bytes
+        if held + size > self.config.max_bytes:
+            return (
+                f"mempool holds {held} bytes (with those awaiting signature checks); "
+                f"{size} more exceeds {self.config.max_bytes}: retry later"
+            )
         return None
+
+    def hold(self, txs: int, size: int) -> None:
+        """Count ``txs`` txs of ``size`` bytes that passed ``precheck`` and wait for their
+        signature checks against the bounds, until ``release``."""
+        self._awaiting += txs
+        self._awaiting_bytes += size
+
+    def release(self, txs: int, size: int) -> None:
+        """Their verdicts are back (or will never come): call before ``add_verified``."""
+        if txs > self._awaiting or size > self._awaiting_bytes:
+            raise ValueError(f"release of {txs} txs / {size} bytes that were not held")
+        self._awaiting -= txs
+        self._awaiting_bytes -= size
 
     def precheck(self, raw: bytes, digest: bytes | None = None) -> Admission | None:
         """Cheap checks before signature verification; None: send it to the verifiers.

@@ -32,6 +32,7 @@ from node.blocks import make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
 from node.main import connect_metrics
+from node.mempool import MempoolCode
 from node.observability import (
     SPAN_BLOCK_APPLY,
     SPAN_BLOCK_COMMIT,
@@ -42,6 +43,7 @@ from node.observability import (
     setup_tracing,
 )
 from node.signstate import SignStateFile
+from node.verifier_pool import VerifierUnavailable
 from node.verify import verify_tx
 from proto.ita.v1 import block_pb2
 from sdk import tx as sdk_tx
@@ -570,6 +572,63 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
             await engine.on_txs([signer.sign(order("sell", 600_001, 20))], b"peer")
             await asyncio.sleep(0.1)  # a few gossip ticks
             assert network.relayed == [raw]
+
+    asyncio.run(scenario())
+
+
+def test_txs_awaiting_their_signature_checks_count_against_the_mempool_bounds(tmp_path: Path) -> None:
+    """A flood of submissions cannot queue for the workers without limit: the txs that passed the
+    cheap checks hold their room in the mempool's bounds until their verdicts are back, so
+    beyond ``max_txs`` a submission is answered mempool_full at once (and not relayed)."""
+
+    async def scenario() -> None:
+        config = dataclasses.replace(CONFIG, mempool=MempoolConfig(verify_workers=1, max_txs=4))
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0], config)
+        network = TxRecorder()
+        engine.attach_network(network)
+        await engine.start()
+        try:
+            release = asyncio.Event()
+            real_verify = engine.verifier.verify_async_unless
+
+            async def slow_verify(
+                txs: Sequence[bytes], keys: object, skip: object, urgent: bool
+            ) -> list[object]:
+                await release.wait()
+                return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type,return-value]
+
+            engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
+            signers = [sdk_tx.Signer(t, engine.chain.chain_id) for t in TRADERS]
+            first = [signers[0].sign(order("sell", 600_000 + i, 20)) for i in range(3)]
+            second = [signers[1].sign(order("buy", 500_000 + i, 20)) for i in range(3)]
+            waiting = asyncio.ensure_future(engine.submit_txs(first))
+            await wait_until(lambda: engine.mempool.stats()["awaiting"] == 3, timeout=10)
+            assert engine.mempool.stats()["awaiting_bytes"] == sum(map(len, first))
+            flood = asyncio.ensure_future(engine.submit_txs(second))
+            await wait_until(lambda: engine.mempool.stats()["awaiting"] == 4, timeout=10)
+            await asyncio.sleep(0.05)  # a few gossip ticks
+            assert network.relayed == first + second[:1]  # the refused ones are not relayed
+            release.set()
+            assert [a.accepted for a in await waiting] == [True] * 3
+            answers = await flood
+            assert [a.accepted for a in answers] == [True, False, False]
+            for refused in answers[1:]:
+                assert refused.code == MempoolCode.MEMPOOL_FULL and refused.status == "mempool_full"
+                assert "0 txs and 4 more await signature checks" in refused.reason, refused.reason
+            assert engine.mempool.stats()["awaiting"] == 0 and engine.mempool.stats()["awaiting_bytes"] == 0
+            await wait_until(lambda: len(engine.mempool) == 0)  # committed: room again
+            # a broken worker pool answers the held txs as unverified and releases their room too
+            engine.verifier.verify_async_unless = real_verify  # type: ignore[method-assign]
+
+            async def broken(*args: object, **kwargs: object) -> list[object]:
+                raise VerifierUnavailable("test: workers gone")
+
+            engine.verifier.verify_async_unless = broken  # type: ignore[method-assign,assignment]
+            [lost] = await engine.submit_txs([signers[0].sign(order("sell", 700_000, 20))])
+            assert not lost.accepted and lost.code == MempoolCode.VERIFY_UNAVAILABLE
+            assert engine.mempool.stats()["awaiting"] == 0
+        finally:
+            await engine.stop()
 
     asyncio.run(scenario())
 

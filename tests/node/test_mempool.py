@@ -114,6 +114,32 @@ def test_full_is_checked_again_after_verification() -> None:
         mp.add_verified(a, verify_tx(b, CHAIN_ID))
 
 
+def test_txs_held_for_their_signature_checks_count_against_the_bounds() -> None:
+    state = genesis_state(chain())
+    mp = make_pool(state, max_txs=3)
+    a, b, c = transfer_tx(0, 1), transfer_tx(1, 1), transfer_tx(2, 1)
+    assert mp.precheck(a) is None
+    mp.hold(2, 2 * len(a))  # two txs went to the workers
+    assert mp.stats()["awaiting"] == 2 and mp.stats()["awaiting_bytes"] == 2 * len(a)
+    assert mp.precheck(c) is None  # 0 admitted + 2 awaiting < 3
+    mp.hold(1, len(c))
+    full = mp.precheck(transfer_tx(3, 1))
+    assert full is not None and full.code == MempoolCode.MEMPOOL_FULL
+    assert "0 txs and 3 more await signature checks" in full.reason and "maximum" in full.reason
+    mp.release(3, 2 * len(a) + len(c))  # verdicts back: admission checks the bounds itself
+    assert [mp.add_verified(t, verify_tx(t, CHAIN_ID)).accepted for t in (a, b, c)] == [True] * 3
+    assert mp.stats()["awaiting"] == 0 and mp.stats()["awaiting_bytes"] == 0
+    with pytest.raises(ValueError, match="not held"):
+        mp.release(1, 1)
+    size = len(a)
+    mp = make_pool(state, max_bytes=2 * size + 10)
+    mp.hold(1, size)
+    assert mp.precheck(a) is None and mp.precheck(b) is None
+    mp.hold(1, size)
+    refused = mp.precheck(c)
+    assert refused is not None and refused.status == "mempool_full" and "awaiting" in refused.reason
+
+
 def test_reap_is_an_arrival_order_prefix() -> None:
     state = genesis_state(chain())
     mp = make_pool(state)
