@@ -98,17 +98,19 @@ from node.blocks import encode_block
 from node.blockstore import BlockStore
 from node.config import NodeConfig, NodeHome
 from node.interfaces import Network
-from node.mempool import Admission, Mempool, check_tx_against_state, nonce_ceilings
+from node.mempool import Admission, Mempool, check_tx_against_state, code_status, nonce_ceilings
 from node.observability import (
     SPAN_BLOCK_APPLY,
     SPAN_BLOCK_COMMIT,
     SPAN_BLOCK_PROPOSE,
     SPAN_HEIGHT,
+    SPAN_TX_COMMIT,
     SPAN_TX_MEMPOOL,
     Tracing,
     optional_span,
 )
 from node.signstate import SignStateFile
+from node.txtrace import TxTraces
 from node.verifier_pool import VerifierPool, VerifierUnavailable
 from node.verify import Verified
 from node.wal import Wal
@@ -192,7 +194,8 @@ class Engine:
         self.last_commit_at = 0.0
         self._verify_wait_s = 0.0  # how long the block being decided waited for its txs' verification
         self.observers: list[Callable[[str, dict[str, object]], None]] = []
-        self.tracing: Tracing | None = None
+        self.tracing: Tracing | None = None  # set by the owner when spans go somewhere
+        self._tx_traces: TxTraces | None = None  # with tracing: client txs waiting for their commit
         self._open_height: tuple[int, Span] | None = None  # (height, its span): _height_span
         self._tasks: list[asyncio.Task[None]] = []
         self._preverifying: set[asyncio.Task[list[Admission]]] = set()  # references keep them alive
@@ -212,6 +215,14 @@ class Engine:
     def _verified_batch(self, txs: int, seconds: float) -> None:
         """A batch of admissions came back from the signature workers (queue wait included)."""
         self._note("verify", {"txs": txs, "seconds": seconds})
+
+    def _traces(self) -> TxTraces | None:
+        """The trace contexts of the client txs admitted here (node/txtrace.py), with tracing."""
+        if self.tracing is None:
+            return None
+        if self._tx_traces is None or self._tx_traces.tracing is not self.tracing:
+            self._tx_traces = TxTraces(self.tracing, capacity=max(1, self.config.mempool.max_txs))
+        return self._tx_traces
 
     def _height_span(self, height: int) -> Span | None:
         """The "height" span of `height`: opened when the previous height committed (or at the
@@ -414,6 +425,21 @@ class Engine:
         self._note("propose", {"height": req.height, "round": req.round, "txs": len(txs)})
         self.enqueue(ProposalBlock(req.height, req.round, raw))
 
+    @staticmethod
+    def _trace_commits(traces: TxTraces, committed: block_pb2.CommittedBlock, link: Span | None) -> None:
+        """A tx.commit span for each traced client tx of the block: from its admission here to
+        now, with the proposer's block time as its "proposed" event (node/txtrace.py)."""
+        header = committed.block.header
+        results = committed.results
+        traces.finish(
+            SPAN_TX_COMMIT,
+            committed.tx_hashes,
+            link,
+            lambda i: {"height": header.height, "index": i, "tx_hash": committed.tx_hashes[i],
+                       "status": code_status(results[i].code)},
+            events=[("proposed", header.time_ms * 1_000_000)],
+        )
+
     def _validate(self, req: ValidateBlock) -> None:
         try:
             self.app.process_proposal(req.height, req.block, self.now_ms())
@@ -445,11 +471,16 @@ class Engine:
         started = time.perf_counter()
         if self.app.height < height:
             parent = self._height_span(height)
-            with optional_span(self.tracing, SPAN_BLOCK_COMMIT, parent, height=height, round=decide.round):
+            with optional_span(
+                self.tracing, SPAN_BLOCK_COMMIT, parent, height=height, round=decide.round
+            ) as commit_span:
                 with optional_span(self.tracing, SPAN_BLOCK_APPLY, height=height):
                     finalized = self.app.finalize_block(decide.block)
                 executed = time.perf_counter()
                 committed = self.app.commit(finalized, decide.certificate.encode())
+            traces = self._traces()
+            if traces is not None and len(traces):
+                self._trace_commits(traces, committed, commit_span)
             self._end_height_span(round=decide.round, txs=len(committed.block.txs))
             self._height_span(height + 1)  # the next height's span covers the commit pause too
             stored = time.perf_counter()
@@ -625,7 +656,7 @@ class Engine:
         if todo and gossip:  # relay before verifying: the peers check them in parallel with us
             self.pending_gossip.extend(txs[i] for i in todo)
         if todo:  # one span for the admission: the workers' check, then the mempool
-            with optional_span(self.tracing, SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent):
+            with optional_span(self.tracing, SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent) as span:
                 try:
                     try:
                         verified = await self.verifier.verify_async_unless(
@@ -640,6 +671,13 @@ class Engine:
                 else:
                     for i, v in zip(todo, verified, strict=True):
                         answers[i] = self._add_checked(txs[i], digests[i], v)
+                    traces = self._traces() if gossip and span is not None else None
+                    if traces is not None and span is not None:  # a client's txs: traced to their commit
+                        context = span.get_span_context()
+                        for i in todo:
+                            answer = answers[i]
+                            if answer is not None and answer.accepted:
+                                traces.remember(digests[i], context)
         return [a for a in answers if a is not None]
 
     def _add_checked(self, raw: bytes, digest: bytes, verified: Verified | None) -> Admission:

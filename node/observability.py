@@ -23,7 +23,10 @@ Theory of operation
   admission: signature check in the workers, then the mempool), and on the consensus side one
   "height" root span per height (opened with ``open_span`` when the previous height commits,
   ended by its own commit: the block interval) holding block.propose (when this node
-  proposes) and block.commit, which holds block.apply (the STF).
+  proposes) and block.commit, which holds block.apply (the STF). ``continued_span`` continues a
+  caller's W3C ``traceparent`` (gRPC metadata, HTTP header) and ``inject`` hands one on, so a
+  tx's spans in the indexer and the node are one trace; node/txtrace.py carries it from the
+  admission to the commit (tx.commit) and to the indexer's publish (tx.indexed).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import datetime
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -43,6 +46,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -64,6 +68,7 @@ __all__ = [
     "SPAN_BLOCK_COMMIT",
     "SPAN_BLOCK_PROPOSE",
     "SPAN_HEIGHT",
+    "SPAN_TX_COMMIT",
     "SPAN_TX_MEMPOOL",
     "SPAN_TX_SUBMIT",
     "JsonFormatter",
@@ -265,9 +270,11 @@ SPAN_TX_MEMPOOL = "tx.mempool"
 SPAN_BLOCK_PROPOSE = "block.propose"
 SPAN_BLOCK_APPLY = "block.apply"
 SPAN_BLOCK_COMMIT = "block.commit"
+SPAN_TX_COMMIT = "tx.commit"
 SPAN_HEIGHT = "height"
 
 _OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+_W3C = TraceContextTextMapPropagator()  # the ``traceparent`` header between processes
 
 
 class Tracing:
@@ -294,6 +301,22 @@ class Tracing:
         attrs = _attributes(attributes)
         with self.tracer.start_as_current_span(name, context=context, attributes=attrs) as span:
             yield span
+
+    @contextmanager
+    def continued_span(self, name: str, carrier: Mapping[str, str], **attributes: Any) -> Iterator[Span]:
+        """Start a span that continues the W3C trace context in ``carrier`` (a ``traceparent``
+        from gRPC metadata or HTTP headers), or a new trace when it has none or a malformed one."""
+        context = _W3C.extract(carrier)
+        attrs = _attributes(attributes)
+        with self.tracer.start_as_current_span(name, context=context, attributes=attrs) as span:
+            yield span
+
+    @staticmethod
+    def inject(span: Span) -> dict[str, str]:
+        """``span``'s W3C trace context as headers/metadata (``traceparent``) for the next hop."""
+        carrier: dict[str, str] = {}
+        _W3C.inject(carrier, context=trace.set_span_in_context(span))
+        return carrier
 
     def open_span(self, name: str, **attributes: Any) -> Span:
         """Start a root span that outlives any one call (a height); the caller ends it."""

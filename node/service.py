@@ -140,6 +140,20 @@ def snapshot_chunks(
     ]
 
 
+def _trace_carrier(context: Any) -> dict[str, str]:
+    """The W3C trace headers (``traceparent``, ``tracestate``) of a call's metadata."""
+    try:
+        metadata = context.invocation_metadata() or ()
+    except Exception:  # a test double without metadata
+        return {}
+    carrier: dict[str, str] = {}
+    for item in metadata:
+        key, value = item[0], item[1]
+        if key in ("traceparent", "tracestate") and isinstance(value, str):
+            carrier[key] = value
+    return carrier
+
+
 class NodeService:
     """The ``Node`` gRPC service over a NodeBackend; register ``rpc_handler()`` on a grpc.aio server."""
 
@@ -177,7 +191,8 @@ class NodeService:
             if self.tracing is None:
                 admissions = await self.backend.submit_txs(txs)
             else:
-                with self.tracing.span(SPAN_TX_SUBMIT, txs=len(txs)) as span:
+                carrier = _trace_carrier(context)  # a client's traceparent: its trace goes on here
+                with self.tracing.continued_span(SPAN_TX_SUBMIT, carrier, txs=len(txs)) as span:
                     admissions = await self.backend.submit_txs(txs)
                     if len(admissions) == 1:
                         span.set_attribute("tx_hash", admissions[0].hash.hex())

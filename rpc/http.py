@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol
 
 import orjson
@@ -57,7 +58,7 @@ class Backend(Protocol):
 
     def healthy(self) -> tuple[bool, str]: ...
 
-    async def submit_tx(self, tx: bytes) -> SubmitVerdict: ...
+    async def submit_tx(self, tx: bytes, trace: Mapping[str, str] | None = None) -> SubmitVerdict: ...
 
 
 class ApiError(Exception):
@@ -271,7 +272,8 @@ class Api:
         if len(tx) > MAX_TX_BYTES:
             fail(413, "tx_too_large", f"a transaction is at most {MAX_TX_BYTES} bytes")
         try:
-            verdict = await self.backend.submit_tx(tx)
+            trace = {k: request.headers[k] for k in ("traceparent", "tracestate") if k in request.headers}
+            verdict = await self.backend.submit_tx(tx, trace)
         except SourceUnavailable as exc:
             fail(503, "node_unavailable", str(exc))
         return json_response(

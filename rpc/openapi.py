@@ -468,6 +468,18 @@ def openapi_document(config: ChainConfig) -> dict[str, Any]:
         "/v1/txs": {
             "post": {
                 "summary": "Forward a signed transaction to the node; answers with its admission verdict",
+                "parameters": [
+                    {
+                        "name": "traceparent",
+                        "in": "header",
+                        "required": False,
+                        "description": (
+                            "W3C trace context: with tracing on, the tx's spans (here, in the node, "
+                            "and its tx.indexed here) continue this trace; ignored when malformed"
+                        ),
+                        "schema": {"type": "string"},
+                    }
+                ],
                 "requestBody": {"required": True, **json_content(ref("SubmitTxRequest"))},
                 "responses": responses("SubmitTxResponse", 400, 413, 503),
             }

@@ -35,6 +35,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ import stf
 from genesis.schema import GenesisError, load_genesis
 from node.heap import HeapMetrics, HeapPolicy, HeapSettings
 from node.observability import Tracing, optional_span, setup_logging, setup_tracing
+from node.txtrace import TxTraces
 from proto.ita.v1 import block_pb2
 from rpc.history import History, HistoryError
 from rpc.http import make_app
@@ -62,6 +64,8 @@ log = logging.getLogger("ita.indexer")
 
 GENESIS_FILE = "genesis.json"
 DATA_DIR = "data/indexer.db"
+SPAN_TX_FORWARD = "tx.forward"  # POST /v1/txs -> the node's SubmitTx (the node's spans go on from it)
+SPAN_TX_INDEXED = "tx.indexed"  # a forwarded tx's block: from its arrival here to its WS publish
 
 
 class SnapshotRejected(IndexerFatal):
@@ -95,6 +99,8 @@ class Indexer:
     ) -> None:
         self.config = config
         self.tracing = tracing if tracing is not None and tracing.recording else None
+        # with tracing: txs forwarded by POST /v1/txs, waiting to be indexed (node/txtrace.py)
+        self.tx_traces = TxTraces(self.tracing) if self.tracing is not None else None
         self.heap = heap  # the process's GC policy (node/heap.py), called after each block
         self.source = source
         self.history = history
@@ -194,7 +200,10 @@ class Indexer:
         interval = self.settings.snapshot_interval
         arrived = time.perf_counter()
         tracing = self.tracing
-        with optional_span(tracing, "indexer.block", height=state.height + 1, txs=len(committed.block.txs)):
+        with optional_span(
+            tracing, "indexer.block", height=state.height + 1, txs=len(committed.block.txs)
+        ) as block_span:
+            arrived_ns = time.time_ns()  # a forwarded tx's tx.indexed starts with its block's span
             try:
                 with optional_span(tracing, "indexer.apply"):
                     updates = apply_committed(state, committed, block_id)
@@ -215,6 +224,17 @@ class Indexer:
             self.ready = True
             with optional_span(tracing, "indexer.publish", updates=len(updates)):
                 self.hub.publish(updates)
+            traces = self.tx_traces
+            if traces is not None and len(traces):  # txs forwarded here: indexed and sent on WS
+                hashes = committed.tx_hashes
+                traces.finish(
+                    SPAN_TX_INDEXED,
+                    hashes,
+                    block_span,
+                    lambda i: {"height": height, "index": i, "tx_hash": hashes[i]},
+                    start_ns=arrived_ns,
+                    events=[("published", time.time_ns())],
+                )
         done = time.perf_counter()
         metrics.fanout_seconds.observe(done - arrived)
         metrics.apply_seconds.observe(applied - arrived)
@@ -302,8 +322,20 @@ class Indexer:
             return False, f"node unreachable for {since:.0f} s ({self.source.status.last_error})"
         return True, f"lag {lag} blocks" if lag is not None else "ok"
 
-    async def submit_tx(self, tx: bytes) -> SubmitVerdict:
-        return await self.source.submit_tx(tx)
+    async def submit_tx(self, tx: bytes, trace: Mapping[str, str] | None = None) -> SubmitVerdict:
+        """Forward ``tx`` to the node. With tracing, a ``tx.forward`` span continues the caller's
+        W3C ``trace`` (if any) and passes its own on to the node, and an accepted tx is traced
+        on to its ``tx.indexed`` span (node/txtrace.py)."""
+        traces = self.tx_traces
+        if self.tracing is None or traces is None:
+            return await self.source.submit_tx(tx)
+        with self.tracing.continued_span(SPAN_TX_FORWARD, trace or {}) as span:
+            verdict = await self.source.submit_tx(tx, self.tracing.inject(span))
+            span.set_attribute("tx_hash", verdict.hash.hex())
+            span.set_attribute("status", verdict.status)
+        if verdict.accepted:
+            traces.remember(verdict.hash, span.get_span_context())
+        return verdict
 
 
 class IndexerService:

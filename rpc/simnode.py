@@ -30,6 +30,7 @@ class SimNodeServicer(node_pb2_grpc.NodeServicer):
         self.chain = chain
         self.chunk_size = chunk_size
         self.hold_at: int | None = None  # tests: stream no block above this height (a lagging node link)
+        self.submit_traceparents: list[str] = []  # tests: the W3C traceparent of each SubmitTx that had one
         self._new_block = asyncio.Event()
         chain.listeners.append(lambda _committed: self.wake())
 
@@ -37,6 +38,9 @@ class SimNodeServicer(node_pb2_grpc.NodeServicer):
         self._new_block.set()
 
     async def SubmitTx(self, request: Any, context: Any) -> node_pb2.SubmitTxResponse:  # noqa: N802
+        for key, value in context.invocation_metadata() or ():
+            if key == "traceparent":
+                self.submit_traceparents.append(value)
         v = self.chain.submit(request.tx)
         return node_pb2.SubmitTxResponse(
             hash=v.hash, accepted=v.accepted, code=v.code, reason=v.reason, status=v.status

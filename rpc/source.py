@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,7 +79,9 @@ class BlockSource(Protocol):
 
     def stream_blocks(self, from_height: int) -> AsyncIterator[block_pb2.CommittedBlock]: ...
 
-    async def submit_tx(self, tx: bytes) -> SubmitVerdict: ...
+    async def submit_tx(self, tx: bytes, metadata: Mapping[str, str] | None = None) -> SubmitVerdict:
+        """Submit to the node; ``metadata``: call metadata (e.g. the W3C ``traceparent``)."""
+        ...
 
 
 # -- gRPC ---------------------------------------------------------------------------------------
@@ -190,9 +192,13 @@ class GrpcBlockSource:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)
 
-    async def submit_tx(self, tx: bytes) -> SubmitVerdict:
+    async def submit_tx(self, tx: bytes, metadata: Mapping[str, str] | None = None) -> SubmitVerdict:
         try:
-            reply = await self._stub.SubmitTx(node_pb2.SubmitTxRequest(tx=tx), timeout=self.call_timeout)
+            reply = await self._stub.SubmitTx(
+                node_pb2.SubmitTxRequest(tx=tx),
+                timeout=self.call_timeout,
+                metadata=tuple(metadata.items()) if metadata else None,
+            )
         except grpc.aio.AioRpcError as exc:
             self._down(exc)
             raise SourceUnavailable(f"SubmitTx to {self.address}: {_describe(exc)}") from exc
@@ -269,7 +275,7 @@ class InProcessSource:
             self._wake.clear()
             await self._wake.wait()
 
-    async def submit_tx(self, tx: bytes) -> SubmitVerdict:
+    async def submit_tx(self, tx: bytes, metadata: Mapping[str, str] | None = None) -> SubmitVerdict:
         verdict = self.chain.submit(tx)
         return SubmitVerdict(verdict.hash, verdict.accepted, verdict.code, verdict.status, verdict.reason)
 

@@ -38,6 +38,7 @@ from node.observability import (
     SPAN_BLOCK_COMMIT,
     SPAN_BLOCK_PROPOSE,
     SPAN_HEIGHT,
+    SPAN_TX_COMMIT,
     SPAN_TX_MEMPOOL,
     NodeMetrics,
     setup_tracing,
@@ -345,6 +346,19 @@ def test_the_engine_traces_each_height_and_each_admission(tmp_path: Path) -> Non
     assert parent_id(SPAN_BLOCK_PROPOSE) == height_id and parent_id(SPAN_BLOCK_COMMIT) == height_id
     assert parent_id(SPAN_BLOCK_APPLY) == commit.context.span_id
     assert heights[with_tx].start_time <= commit.start_time and commit.end_time <= heights[with_tx].end_time
+    # the client's tx goes on in the same trace: tx.commit, child of its admission, linked to the
+    # block.commit span of its block, from the admission to the commit, "proposed" at the block time
+    [tx_commit] = [s for s in spans if s.name == SPAN_TX_COMMIT]
+    assert tx_commit.context.trace_id == mempool.context.trace_id
+    assert tx_commit.parent is not None and tx_commit.parent.span_id == mempool.context.span_id
+    assert [link.context.span_id for link in tx_commit.links] == [commit.context.span_id]
+    assert tx_commit.attributes is not None
+    assert tx_commit.attributes["height"] == with_tx and tx_commit.attributes["index"] == 0
+    assert tx_commit.attributes["status"] == "ok" and len(str(tx_commit.attributes["tx_hash"])) == 64
+    assert tx_commit.start_time is not None and mempool.start_time is not None
+    assert mempool.start_time <= tx_commit.start_time and tx_commit.end_time >= commit.end_time
+    [proposed] = tx_commit.events
+    assert proposed.name == "proposed" and proposed.timestamp % 1_000_000 == 0  # the block time, in ms
     tracing.shutdown()
 
 

@@ -219,6 +219,29 @@ def test_submit_records_a_tx_submit_span() -> None:
     (span,) = tracing.memory.get_finished_spans()
     assert span.name == "tx.submit" and span.attributes is not None
     assert span.attributes["tx_hash"] == hashlib.sha256(b"good-1").hexdigest()
+    assert span.parent is None  # no traceparent: a trace of its own
+
+
+def test_submit_continues_the_clients_trace() -> None:
+    """A W3C traceparent in the call's metadata: tx.submit is its child, in its trace (a malformed
+    one is ignored: a new trace)."""
+    tracing = setup_tracing(None, in_memory=True)
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    async def scenario(backend: FakeBackend, channel: grpc.aio.Channel, metrics: NodeMetrics) -> None:
+        stub = node_pb2_grpc.NodeStub(channel)
+        metadata = (("traceparent", f"00-{trace_id}-{parent_id}-01"),)
+        await stub.SubmitTxs(node_pb2.SubmitTxsRequest(txs=[b"good-1", b"good-2"]), metadata=metadata)
+        malformed = (("traceparent", "00-zz-yy-01"),)
+        await stub.SubmitTx(node_pb2.SubmitTxRequest(tx=b"good-3"), metadata=malformed)
+
+    serve(scenario, tracing=tracing)
+    assert tracing.memory is not None
+    continued, fresh = tracing.memory.get_finished_spans()
+    assert continued.name == fresh.name == "tx.submit"
+    assert format(continued.context.trace_id, "032x") == trace_id
+    assert continued.parent is not None and format(continued.parent.span_id, "016x") == parent_id
+    assert fresh.parent is None and format(fresh.context.trace_id, "032x") != trace_id
 
 
 # ---------------------------------------------------------------------------- reads
