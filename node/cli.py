@@ -402,8 +402,7 @@ def cmd_indexer(args: argparse.Namespace) -> int:
         from rpc.service import main as indexer_main  # noqa: PLC0415
     except ImportError as exc:
         _fail(f"the indexer is not available in this build: {exc}", EXIT_FAILED)
-    argv = ["--node", args.node, "--home", args.home, "--listen", args.listen]
-    result = indexer_main(argv)
+    result = indexer_main(list(args.rest))  # --node, --home, --listen, --otlp-endpoint, ...
     return int(result or 0)
 
 
@@ -767,11 +766,13 @@ def build_parser() -> argparse.ArgumentParser:
     start.set_defaults(func=cmd_start)
     _query_parsers(sub)
     _tx_parsers(sub)
-    indexer = sub.add_parser("indexer", help="run the indexer (HTTP + WebSocket) next to a node")
-    indexer.add_argument("--node", required=True, help="HOST:PORT of the node's gRPC")
-    indexer.add_argument("--home", required=True, help="the indexer's data directory")
-    indexer.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for HTTP/WS")
-    indexer.set_defaults(func=cmd_indexer)
+    # every option (and --help) goes to the indexer's own parser (rpc.service.parse_args)
+    indexer = sub.add_parser(
+        "indexer",
+        help="run the indexer (HTTP + WebSocket) next to a node; options: `ita indexer --help`",
+        add_help=False,
+    )
+    indexer.set_defaults(func=cmd_indexer, passthrough=True)
     from devnet.orchestrate import add_devnet_parser  # noqa: PLC0415
 
     add_devnet_parser(sub, cmd_devnet)
@@ -780,7 +781,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args, rest = parser.parse_known_args(list(argv) if argv is not None else None)
+    if getattr(args, "passthrough", False):
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(args.func(args))
     except CliError as exc:

@@ -154,6 +154,19 @@ def test_usage_errors_and_unreachable_node(tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(SystemExit) as info:
         main(["tx", "order", "--side", "sideways"])
     assert info.value.code == EXIT_USAGE
+    with pytest.raises(SystemExit) as info:
+        main(["query", "status", "--bogus"])  # only `ita indexer` passes options on
+    assert info.value.code == EXIT_USAGE
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    # every option of the indexer's own parser reaches it through `ita indexer`
+    with pytest.raises(SystemExit) as info:
+        main(["indexer", "--help"])
+    assert info.value.code == 0
+    usage = capsys.readouterr().out
+    assert "--otlp-endpoint" in usage and "--snapshot-interval" in usage and "--no-node-snapshot" in usage
+    with pytest.raises(SystemExit) as info:
+        main(["indexer", "--home", str(tmp_path)])
+    assert info.value.code == EXIT_USAGE and "--node" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ one node: init, start, tx, query
