@@ -556,6 +556,19 @@ class RecordingNetwork(engine_module.NullNetwork):
         self.log.append("broadcast")
 
 
+def hold_back_verifier(engine: Engine) -> asyncio.Event:
+    """Make the engine's signature workers answer only once the returned event is set."""
+    release = asyncio.Event()
+    real_verify = engine.verifier.verify_async_unless
+
+    async def slow_verify(txs: Sequence[bytes], keys: object, skip: object, urgent: bool) -> list[object]:
+        await release.wait()
+        return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type,return-value]
+
+    engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
+    return release
+
+
 def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Path) -> None:
     """Peers verify a client's txs in parallel with us: the relay does not wait for our workers.
     Txs that fail the cheap checks (a duplicate here) are not relayed; gossiped-in txs are not
@@ -564,16 +577,7 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
     async def scenario() -> None:
         network = TxRecorder()
         async with started_engine(tmp_path, network) as engine:
-            release = asyncio.Event()
-            real_verify = engine.verifier.verify_async_unless
-
-            async def slow_verify(
-                txs: Sequence[bytes], keys: object, skip: object, urgent: bool
-            ) -> list[object]:
-                await release.wait()
-                return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type,return-value]
-
-            engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
+            release = hold_back_verifier(engine)
             signer = sdk_tx.Signer(TRADERS[0], engine.chain.chain_id)
             raw = signer.sign(order("sell", 600_000, 20))
             pending = asyncio.ensure_future(engine.submit_txs([raw]))
@@ -602,16 +606,7 @@ def test_txs_awaiting_their_signature_checks_count_against_the_mempool_bounds(tm
         engine.attach_network(network)
         await engine.start()
         try:
-            release = asyncio.Event()
-            real_verify = engine.verifier.verify_async_unless
-
-            async def slow_verify(
-                txs: Sequence[bytes], keys: object, skip: object, urgent: bool
-            ) -> list[object]:
-                await release.wait()
-                return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type,return-value]
-
-            engine.verifier.verify_async_unless = slow_verify  # type: ignore[method-assign,assignment]
+            release = hold_back_verifier(engine)
             signers = [sdk_tx.Signer(t, engine.chain.chain_id) for t in TRADERS]
             first = [signers[0].sign(order("sell", 600_000 + i, 20)) for i in range(3)]
             second = [signers[1].sign(order("buy", 500_000 + i, 20)) for i in range(3)]
@@ -632,7 +627,6 @@ def test_txs_awaiting_their_signature_checks_count_against_the_mempool_bounds(tm
             assert engine.mempool.stats()["awaiting"] == 0 and engine.mempool.stats()["awaiting_bytes"] == 0
             await wait_until(lambda: len(engine.mempool) == 0)  # committed: room again
             # a broken worker pool answers the held txs as unverified and releases their room too
-            engine.verifier.verify_async_unless = real_verify  # type: ignore[method-assign]
 
             async def broken(*args: object, **kwargs: object) -> list[object]:
                 raise VerifierUnavailable("test: workers gone")
