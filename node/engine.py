@@ -609,8 +609,11 @@ class Engine:
     def _maybe_sync(self) -> None:
         best = self._best_peer_height()
         ours = self.app.height
-        if best <= ours + 1 and best <= ours:  # peers at our height or one ahead: consensus catches up
+        if best <= ours:
             return
+        # a peer is ahead, even by one height: ask it for the blocks (at most every SYNC_RETRY_S).
+        # Consensus may still deliver that height, but a node that missed its precommits would
+        # otherwise wait for messages that the others, already at the next height, do not resend.
         now = time.monotonic()
         if now - self.sync_requested_at < SYNC_RETRY_S:
             return

@@ -590,13 +590,17 @@ class _Describer:
         height, time_ms = self.height, self.time_ms
         txs: list[dict[str, Any]] = []
         summaries: list[dict[str, Any]] = []
+        # sender, action and nonce of the txs the replay decoded (the others are decoded here)
+        described: list[tuple[str | None, str | None, int | None] | None] = [None] * len(committed.block.txs)
+        for decoded in self.result.decoded:
+            described[decoded.index] = (ADDRESS_HEX[decoded.sender], decoded.action, decoded.nonce)
         for index, (raw, tx_hash, result) in enumerate(
             zip(committed.block.txs, committed.tx_hashes, self.result.results, strict=True)
         ):
             outcome = result.to_dict()
             hash_hex = tx_hash.hex()
             summaries.append({"hash": hash_hex, "code": int(result.code), "status": outcome["status"]})
-            sender, action, nonce = _describe_tx(raw)
+            sender, action, nonce = described[index] or _describe_tx(raw)
             txs.append(
                 {
                     "hash": hash_hex,

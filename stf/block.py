@@ -59,6 +59,7 @@ class BlockResult:
     results: list[TxResult]
     events: list[Event]
     app_hash: bytes
+    decoded: list[DecodedTx]  # the txs that decoded, in apply order (each with its block index)
 
 
 class DecodedTx:
@@ -198,7 +199,7 @@ def apply_block(
     for tx in decoded:
         results[tx.index] = apply_tx(state, tx, events)
     app_hash = end_block(state, events)
-    return BlockResult(header.height, [r for r in results if r is not None], events, app_hash)
+    return BlockResult(header.height, [r for r in results if r is not None], events, app_hash, decoded)
 
 
 def genesis_state(config: ChainConfig) -> State:

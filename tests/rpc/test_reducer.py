@@ -7,11 +7,13 @@ from typing import Any
 
 import orjson
 
-from rpc.reducer import IndexerState, apply_committed
+from proto.ita.v1 import tx_pb2
+from rpc.reducer import IndexerState, apply_committed, describe_tx
 from rpc.simchain import SimChain
 from rpc.views import book_checksum
 from sdk import tx as sdk_tx
 from stf.block import genesis_state
+from stf.signing import signing_message
 from stf.snapshot import decode_snapshot, encode_snapshot
 from tests.rpc.support import node_book
 
@@ -168,3 +170,42 @@ def test_level_touched_but_unchanged_is_not_sent() -> None:
     )
     assert [u for u in updates if u.topic == "book:ETH-PERP"] == []
     assert state.seq("book:ETH-PERP") == seq
+
+
+def test_tx_records_describe_every_tx_of_a_block_decoded_or_not() -> None:
+    """The replay's decoded txs give the sender/action/nonce of the _txs records; txs it refused
+    (garbage, another chain, no action) are described from their bytes, exactly as describe_tx."""
+    chain = SimChain(seed=27)
+    state = IndexerState(genesis_state(chain.config))
+    key = chain.account_keys[0]
+    t = chain.state.time_ms + 1000
+    good = chain.sign(key, sdk_tx.place_order("BTC-PERP", "buy", price=640_000, size=10), t)
+    other_chain = sdk_tx.sign_tx(key, "other-chain", sdk_tx.tx_body("other-chain", t + 1, sdk_tx.faucet(1)))
+    empty_body = tx_pb2.TxBody(chain_id=chain.config.chain_id, nonce=t + 2).SerializeToString()
+    empty = tx_pb2.SignedTx(
+        body=empty_body,
+        public_key=key.public_key,
+        signature=key.sign(signing_message(chain.config.chain_id, empty_body)),
+    ).SerializeToString()
+    cancel = chain.sign(key, sdk_tx.cancel_all("BTC-PERP"), t + 3)
+    block = [good, b"\x0a\xff garbage", other_chain, empty, cancel]
+    updates = apply_committed(state, chain.produce(block, t))
+    records = by_topic(updates, "_txs")["txs"]
+    assert [r["result"]["status"] for r in records] == [
+        "ok",
+        "malformed_tx",
+        "wrong_chain_id",
+        "empty_action",
+        "ok",
+    ]
+    assert [(r["sender"], r["action"], r["nonce"]) for r in records] == [
+        tuple(describe_tx(raw).values()) for raw in block
+    ]
+    sender = "0x" + key.address.hex()
+    assert [(r["sender"], r["action"]) for r in records] == [
+        (sender, "place_order"),
+        (None, None),
+        (sender, "faucet"),
+        (sender, None),
+        (sender, "cancel_all"),
+    ]
