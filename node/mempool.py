@@ -273,9 +273,12 @@ class Mempool:
         self._awaiting -= txs
         self._awaiting_bytes -= size
 
-    def precheck(self, raw: bytes, digest: bytes | None = None) -> Admission | None:
+    def precheck(self, raw: bytes, digest: bytes | None = None, bounded: bool = True) -> Admission | None:
         """Cheap checks before signature verification; None: send it to the verifiers.
-        ``digest``: ``tx_hash(raw)`` when the caller has it already."""
+        ``digest``: ``tx_hash(raw)`` when the caller has it already. ``bounded=False`` skips the
+        room check: for the txs of a proposal the node is about to execute, whose signatures
+        must be checked whether or not the pool has room (``add_verified`` still refuses them
+        a place in a full pool)."""
         if digest is None:
             digest = tx_hash(raw)
         if len(raw) > MAX_TX_BYTES:
@@ -287,7 +290,7 @@ class Mempool:
             return self._reject(digest, verdict[0], verdict[1])
         if self.seen(digest):
             return self._reject(digest, MempoolCode.DUPLICATE, "transaction already seen")
-        full = self._full(len(raw))
+        full = self._full(len(raw)) if bounded else None
         if full is not None:
             return self._reject(digest, MempoolCode.MEMPOOL_FULL, full)
         return None

@@ -641,6 +641,39 @@ def test_txs_awaiting_their_signature_checks_count_against_the_mempool_bounds(tm
     asyncio.run(scenario())
 
 
+def test_a_full_mempool_still_sends_a_proposals_txs_to_the_workers(tmp_path: Path) -> None:
+    """A validator whose pool (with the txs awaiting their checks) is full still has the txs of
+    a proposal it is about to execute checked by its workers: otherwise finalize_block would
+    check the whole block's signatures on the consensus thread."""
+
+    async def scenario() -> None:
+        config = dataclasses.replace(CONFIG, mempool=MempoolConfig(verify_workers=1, max_txs=2))
+        engine = make_engine(tmp_path, chain_config(1), VALIDATORS[0], config)
+        engine.attach_network(TxRecorder())
+        await engine.start()
+        try:
+            release = hold_back_verifier(engine)
+            signers = [sdk_tx.Signer(t, engine.chain.chain_id) for t in TRADERS]
+            flood = asyncio.ensure_future(
+                engine.submit_txs([signers[0].sign(order("sell", 600_000 + i, 20)) for i in range(2)])
+            )
+            await wait_until(lambda: engine.mempool.stats()["awaiting"] == 2, timeout=10)
+            [refused] = await engine.submit_txs([signers[1].sign(order("buy", 500_000, 20))])
+            assert refused.code == MempoolCode.MEMPOOL_FULL  # a client's tx: the bounds hold
+            proposed = signers[1].sign(order("buy", 500_001, 20))
+            urgent = asyncio.ensure_future(engine._admit([proposed], gossip=False, urgent=True))
+            await wait_until(lambda: engine.mempool.stats()["awaiting"] == 3, timeout=10)
+            release.set()
+            await flood
+            [answer] = await urgent
+            assert answer.accepted or answer.code == MempoolCode.MEMPOOL_FULL, answer
+            assert tx_hash(proposed) in engine.app.verified  # finalize_block will not check it again
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
 def test_unverified_proposal_txs_go_to_the_workers_without_relaying(tmp_path: Path) -> None:
     """Engine._preverify (called for an accepted proposal's txs we have not verified): the workers
     check them as admissions, so finalize_block finds them known; they are not gossiped again."""

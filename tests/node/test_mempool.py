@@ -126,6 +126,8 @@ def test_txs_held_for_their_signature_checks_count_against_the_bounds() -> None:
     full = mp.precheck(transfer_tx(3, 1))
     assert full is not None and full.code == MempoolCode.MEMPOOL_FULL
     assert "0 txs and 3 more await signature checks" in full.reason and "maximum" in full.reason
+    # a proposal's txs are checked whether or not the pool has room (they are not admitted for it)
+    assert mp.precheck(transfer_tx(3, 1), bounded=False) is None
     mp.release(3, 2 * len(a) + len(c))  # verdicts back: admission checks the bounds itself
     assert [mp.add_verified(t, verify_tx(t, CHAIN_ID)).accepted for t in (a, b, c)] == [True] * 3
     assert mp.stats()["awaiting"] == 0 and mp.stats()["awaiting_bytes"] == 0
