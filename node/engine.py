@@ -33,7 +33,10 @@ Theory of operation (DESIGN.md principles 6-8)
   instead of replayed.
 - Block sync: peers announce their heights; when one is ahead we request the missing
   committed blocks and feed each as `CertifiedBlock` to the core, which verifies its
-  commit certificate against the validator set and decides the height directly.
+  commit certificate against the validator set and decides the height directly. A block is
+  buffered only if its certificate already holds for it on arrival (a forged one would keep
+  the height's slot and stop the sync there), and when a block is fed the next buffered one's
+  txs go to the signature workers, so they are checked while this height executes.
 - Tx admission: cheap checks (size, duplicate, mempool room) on the event loop, signatures in
   the verifier workers (node/verifier_pool.py), then the stateful check and the mempool. A tx
   that passed the cheap checks holds its room in the mempool's bounds until its verdict is back
@@ -72,6 +75,7 @@ from opentelemetry.trace import Span
 from consensus import (
     BlockValidity,
     Broadcast,
+    CertificateError,
     CertifiedBlock,
     CommitCertificate,
     ConsensusCore,
@@ -90,14 +94,16 @@ from consensus import (
     ValidateBlock,
     ValidatorSet,
     WalAppend,
+    compute_block_id,
     decode_input,
     decode_message,
     encode_input,
     encode_message,
     recover_signed_votes,
+    verify_commit_certificate,
 )
 from node.app import Application, ProposalRejected, crash_point
-from node.blocks import encode_block
+from node.blocks import decode_block, encode_block
 from node.blockstore import BlockStore
 from node.config import NodeConfig, NodeHome
 from node.interfaces import Network
@@ -202,7 +208,8 @@ class Engine:
         self._open_height: tuple[int, Span] | None = None  # (height, its span): _height_span
         self._tasks: list[asyncio.Task[None]] = []
         self._preverifying: set[asyncio.Task[list[Admission]]] = set()  # references keep them alive
-        self._preverify_by_block: dict[bytes, asyncio.Task[list[Admission]]] = {}  # block id -> its task
+        # block id -> (height, its task): a proposal's, or a synced block's (Engine._preverify)
+        self._preverify_by_block: dict[bytes, tuple[int, asyncio.Task[list[Admission]]]] = {}
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="ita-engine-disk")  # guard + WAL fsyncs
 
     def _new_verifier(self) -> VerifierPool:
@@ -344,8 +351,10 @@ class Engine:
         for index, out in enumerate(outputs):
             if not isinstance(out, Decide):
                 continue
-            pending = self._preverify_by_block.get(out.block_id)
-            self._preverify_by_block.clear()  # a decided height: the older proposals' tasks are moot
+            _, pending = self._preverify_by_block.pop(out.block_id, (0, None))
+            by_block = self._preverify_by_block  # a decided height: its other proposals' tasks are moot
+            for block_id in [b for b, (height, _) in by_block.items() if height <= out.height]:
+                del by_block[block_id]
             if pending is not None and not pending.done():
                 await self._carry_out(outputs[:index])
                 outputs = outputs[index:]
@@ -451,10 +460,10 @@ class Engine:
             log.warning("proposal rejected: %s", exc, extra={"height": req.height, "round": req.round})
             valid = False
         self.enqueue(BlockValidity(req.height, req.round, req.block_id, valid))
-        if valid:
-            self._preverify(self.app.unverified_proposal_txs(), req.block_id)
+        if valid and req.block_id not in self._preverify_by_block:  # (a synced block's may be under way)
+            self._preverify(self.app.unverified_proposal_txs(), req.block_id, req.height)
 
-    def _preverify(self, txs: list[bytes], block_id: bytes = b"") -> None:
+    def _preverify(self, txs: list[bytes], block_id: bytes = b"", height: int = 0) -> None:
         """Send a valid proposal's txs that we have not verified yet (their gossip has not arrived)
         to the verifier workers now, as admissions: while the votes go round they verify on the
         other core, and finalize_block finds them known instead of verifying them on this thread.
@@ -467,7 +476,20 @@ class Engine:
         self._preverifying.add(task)
         task.add_done_callback(self._preverifying.discard)
         if block_id:
-            self._preverify_by_block[block_id] = task
+            self._preverify_by_block[block_id] = (height, task)
+
+    def _preverify_synced(self, height: int) -> None:
+        """`_preverify` for a buffered block of block sync (its certificate was checked on
+        arrival), called when the block before it is fed to the core: while that height is
+        validated and executed, the workers already check this one's txs. (The block being fed
+        is preverified by `_validate`, as a proposal is, which skips a block already under way.)"""
+        entry = self.sync_buffer.get(height)
+        if entry is None or entry[1].block_id in self._preverify_by_block:
+            return
+        raw, certificate = entry
+        verified = self.app.verified
+        txs = [tx for tx in decode_block(raw).txs if hash_of_tx(tx) not in verified]
+        self._preverify(txs, certificate.block_id, height)
 
     def _decide(self, decide: Decide) -> None:
         height = decide.height
@@ -583,12 +605,16 @@ class Engine:
             height = committed.block.header.height
             if height <= self.app.height or height in self.sync_buffer:
                 continue
-            try:
+            raw = encode_block(committed.block)
+            try:  # checked here, not only by the core: a forged block must not hold the height's slot
                 certificate = CommitCertificate.decode(committed.certificate)
-            except DecodeError:
-                log.info("peer %s sent block %d with a malformed certificate", peer.hex()[:16], height)
+                block_id = compute_block_id(raw)
+                verify_commit_certificate(certificate, self.vset, self.chain.chain_id, height, block_id)
+            except (DecodeError, CertificateError) as exc:
+                who = peer.hex()[:16]
+                log.warning("peer %s sent block %d without a valid commit certificate: %s", who, height, exc)
                 continue
-            self.sync_buffer[height] = (encode_block(committed.block), certificate)
+            self.sync_buffer[height] = (raw, certificate)
         self.sync_requested_at = 0.0
         self._feed_synced(self.core.height)
 
@@ -631,7 +657,8 @@ class Engine:
         entry = self.sync_buffer.get(height)
         if entry is not None and height == self.app.height + 1:
             raw, certificate = entry
-            self.enqueue(CertifiedBlock(raw, certificate))
+            self.enqueue(CertifiedBlock(raw, certificate))  # its txs: _validate preverifies them
+            self._preverify_synced(height + 1)
         self._maybe_sync()
 
     @property

@@ -14,6 +14,7 @@ import pytest
 
 from consensus import (
     Broadcast,
+    CommitCertificate,
     Decide,
     ProposalMessage,
     ScheduleTimeout,
@@ -25,10 +26,11 @@ from consensus import (
     Vote,
     VoteType,
     WalAppend,
+    compute_block_id,
     decode_message,
 )
 from node import engine as engine_module
-from node.blocks import make_block
+from node.blocks import encode_block, make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
 from node.main import connect_metrics
@@ -396,6 +398,107 @@ def test_four_validators_agree_and_a_restarted_one_catches_up(tmp_path: Path) ->
     asyncio.run(scenario())
 
 
+def test_a_block_without_a_valid_certificate_does_not_hold_its_height_in_block_sync(tmp_path: Path) -> None:
+    """Block sync buffers a peer's block only if its commit certificate holds for exactly that
+    block: a forged one (bad signatures, or good signatures for another block) is dropped,
+    so the height is asked for again instead of waiting for ever behind it."""
+
+    async def scenario() -> None:
+        chain = chain_config(4)
+        engine = make_engine(tmp_path, chain, VALIDATORS[0])
+        height = engine.app.height + 1
+        proposer = VALIDATORS[1].address
+        block = make_block(chain.chain_id, height, chain.genesis_time_ms + 1, proposer, b"", bytes(32), [])
+        other = make_block(chain.chain_id, height, chain.genesis_time_ms + 2, proposer, b"", bytes(32), [])
+
+        def certificate(block_id: bytes, sign: bool) -> bytes:
+            votes = []
+            for key in VALIDATORS[:3]:
+                vote = Vote(VoteType.PRECOMMIT, height, 0, block_id, key.address)
+                signature = key.sign(vote.sign_bytes(chain.chain_id)) if sign else b"\x07" * 64
+                votes.append(SignedVote(vote, signature))
+            return CommitCertificate.from_precommits(height, 0, block_id, votes).encode()
+
+        block_id = compute_block_id(encode_block(block))
+        other_id = compute_block_id(encode_block(other))
+        for forged in (certificate(block_id, sign=False), certificate(other_id, sign=True)):
+            engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=forged)], b"peer")
+            assert height not in engine.sync_buffer
+        good = certificate(block_id, sign=True)
+        engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=good)], b"peer")
+        assert engine.sync_buffer[height][0] == encode_block(block)
+
+    asyncio.run(scenario())
+
+
+def test_block_sync_checks_the_next_blocks_txs_while_a_block_executes(tmp_path: Path) -> None:
+    """A validator catching up by block sync sends the next buffered block's txs to its signature
+    workers when it feeds a block to the core (before that block commits), every tx once; no
+    synced tx is verified on the consensus thread."""
+
+    async def scenario() -> None:
+        chain = chain_config(4)
+        hub = Hub()
+        engines = [make_engine(tmp_path / f"v{i}", chain, VALIDATORS[i]) for i in range(4)]
+        hub.down.add(VALIDATORS[3].public_key)  # v3 never sees these txs' gossip
+        for engine in engines[:3]:
+            hub.attach(engine)
+            await engine.start()
+        try:
+            signer = sdk_tx.Signer(TRADERS[0], chain.chain_id)
+            for batch in range(6):
+                txs = [signer.sign(order("sell", 600_000, 20)) for _ in range(5)]
+                await engines[batch % 3].submit_txs(txs)
+                resting = 5 * (batch + 1)
+                await wait_until(lambda n=resting: all(len(e.app.state.orders) == n for e in engines[:3]))
+            target = max(e.height() for e in engines[:3])
+            lagging = engines[3]
+            timeline: list[tuple[str, int]] = []  # ("verify", height of the block) / ("commit", height)
+            sent: list[bytes] = []
+            real_verify = lagging.verifier.verify_async_unless
+
+            async def spy(txs: Sequence[bytes], keys: Sequence[bytes], skip: object, urgent: bool) -> object:
+                sent.extend(keys)
+                return await real_verify(txs, keys, skip, urgent)  # type: ignore[arg-type]
+
+            lagging.verifier.verify_async_unless = spy  # type: ignore[method-assign,assignment]
+            real_preverify = lagging._preverify
+
+            def preverify(txs: list[bytes], block_id: bytes = b"", height: int = 0) -> None:
+                if txs:
+                    timeline.append(("verify", height))
+                real_preverify(txs, block_id, height)
+
+            lagging._preverify = preverify  # type: ignore[method-assign]
+            commits: list[dict[str, object]] = []
+
+            def observe(event: str, fields: dict[str, object]) -> None:
+                if event == "commit":
+                    commits.append(fields)
+                    timeline.append(("commit", int(fields["height"])))  # type: ignore[call-overload]
+
+            lagging.observers.append(observe)
+            hub.down.discard(VALIDATORS[3].public_key)
+            hub.attach(lagging)
+            await lagging.start()
+            await wait_until(lambda: lagging.height() >= target)
+            assert len(lagging.app.state.orders) == 30
+            assert len(sent) == len(set(sent)) == 30  # every synced tx went to the workers once
+            with_txs = [c for c in commits if c["txs"]]
+            assert len(with_txs) == 6 and all(c["verified_inline"] == 0 for c in with_txs), with_txs
+            first_commit = min(h for kind, h in timeline if kind == "commit")
+            for kind, height in timeline:
+                if kind == "verify" and height > first_commit + 1:  # fed after a synced block
+                    before = timeline.index(("verify", height)) < timeline.index(("commit", height - 1))
+                    assert before, timeline
+            same_chain(engines, target)
+        finally:
+            for engine in engines:
+                await engine.stop()
+
+    asyncio.run(scenario())
+
+
 def test_post_commit_recheck_is_incremental_on_a_large_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -711,7 +814,7 @@ def test_a_decided_block_waits_for_its_txs_in_the_workers(
         engine.core.step = lambda inp: [before, decide]  # type: ignore[method-assign]
 
         gate = asyncio.Event()
-        engine._preverify_by_block[b"block-id"] = asyncio.ensure_future(gate.wait())  # type: ignore[arg-type]
+        engine._preverify_by_block[b"block-id"] = (1, asyncio.ensure_future(gate.wait()))  # type: ignore[arg-type]
         step = asyncio.ensure_future(engine._step(StartHeight(1)))
         await asyncio.sleep(0.05)
         assert carried == [[before]]  # the Decide waits for the verification under way
@@ -723,7 +826,7 @@ def test_a_decided_block_waits_for_its_txs_in_the_workers(
         carried.clear()
         monkeypatch.setattr(engine_module, "PREVERIFY_WAIT_S", 0.05)
         stuck = asyncio.ensure_future(asyncio.Event().wait())
-        engine._preverify_by_block[b"block-id"] = stuck  # type: ignore[assignment]
+        engine._preverify_by_block[b"block-id"] = (1, stuck)  # type: ignore[assignment]
         await asyncio.wait_for(engine._step(StartHeight(1)), 5)
         assert carried == [[before], [decide]]  # gave up waiting: finalize verifies what is left
         assert engine._verify_wait_s >= 0.05
