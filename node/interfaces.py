@@ -34,8 +34,9 @@ class Network(Protocol):
         """Our latest committed height (peers use it to decide whether to sync from us)."""
 
     def request_blocks(self, from_height: int, to_height: int) -> None:
-        """Ask one connected peer that reported height >= to_height for committed blocks
-        [from_height, to_height]; answers arrive through PeerHandler.on_blocks."""
+        """Ask one connected peer that reported height >= from_height for committed blocks
+        [from_height, min(to_height, its height)], in turn (a peer claiming a height it does not
+        have gets only its share of the requests); answers arrive through PeerHandler.on_blocks."""
 
     def peer_heights(self) -> dict[bytes, int]:
         """Last reported committed height per connected peer (by validator public key)."""

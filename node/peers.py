@@ -532,13 +532,15 @@ class PeerNetwork:
         if from_height < 1:
             log.warning("ignored a block request below height 1", extra=heights)
             return
-        candidates = sorted((c for c in self._conns.values() if c.height >= to_height), key=lambda c: c.key)
+        # every peer that has the first block takes its turn, each asked up to its own height: a
+        # peer claiming a height it does not have (Byzantine) must not get every request
+        candidates = sorted((c for c in self._conns.values() if c.height >= from_height), key=lambda c: c.key)
         if not candidates:
             log.debug("no connected peer has the blocks", extra=heights)
             return
         conn = candidates[self._round_robin % len(candidates)]
         self._round_robin += 1
-        count = min(to_height - from_height + 1, 2**32 - 1)
+        count = min(min(to_height, conn.height) - from_height + 1, 2**32 - 1)
         request = node_pb2.BlockRequest(from_height=from_height, max_blocks=count)
         conn.send("block_request", node_pb2.PeerMessage(block_request=request).SerializeToString())
 

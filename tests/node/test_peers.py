@@ -294,6 +294,15 @@ def test_block_requests_go_round_robin_to_peers_that_have_the_blocks() -> None:
             assert sorted(b.handler.served + c.handler.served) == [(2, 4), (5, 6)]
             first = {peer for h, peer in a.handler.blocks if h in (2, 3, 4)}
             assert len(first) == 1 and [h for h, _ in a.handler.blocks if _ in first][:3] == [2, 3, 4]
+            # c claims a height it does not have: b still gets its turn, asked up to its own height
+            c.net.broadcast_status(1_000)
+            await wait_until(lambda: a.net.peer_heights() == {kb: 10, kc: 1_000})
+            b.handler.served.clear()
+            c.handler.served.clear()
+            a.net.request_blocks(7, 20)
+            a.net.request_blocks(7, 20)
+            await wait_until(lambda: len(b.handler.served) + len(c.handler.served) == 2, "served")
+            assert b.handler.served == [(7, 10)] and c.handler.served == [(7, 20)]
         finally:
             for n in (a, b, c):
                 await n.stop()
