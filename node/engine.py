@@ -94,6 +94,7 @@ from consensus import (
     ValidateBlock,
     ValidatorSet,
     WalAppend,
+    compute_address,
     compute_block_id,
     decode_input,
     decode_message,
@@ -535,7 +536,7 @@ class Engine:
         self.sync_buffer.pop(height, None)
         self.network.broadcast_status(height)
         asyncio.get_running_loop().create_task(self._notify_height())
-        if self.sync_buffer.get(height + 1) is not None or self._best_peer_height() > height:
+        if self.sync_buffer.get(height + 1) is not None or self._vouched_peer_height() > height:
             self.enqueue(StartHeight(height + 1))  # catching up: no commit pause, then the next block
             self._feed_synced(height + 1)
         elif self._skip_commit_pause(decide):
@@ -635,6 +636,22 @@ class Engine:
     def _best_peer_height(self) -> int:
         return max(self.network.peer_heights().values(), default=0)
 
+    def _vouched_peer_height(self) -> int:
+        """The highest height reported by validators holding more than 1/3 of the voting power
+        together (so by at least one honest one): what the commit pause and the syncing flag go
+        by. One Byzantine peer claiming a height it does not have moves block requests to it in
+        turn (`_maybe_sync`) but does not make every height skip its pause."""
+        power = 0
+        vset = self.vset
+        for key, height in sorted(self.network.peer_heights().items(), key=lambda kv: -kv[1]):
+            index = vset.index_of(compute_address(key))
+            if index is None:
+                continue  # a full node: no voting power to vouch with
+            power += vset.power_of(index)
+            if vset.is_one_third(power):
+                return height
+        return 0
+
     def _maybe_sync(self) -> None:
         best = self._best_peer_height()
         ours = self.app.height
@@ -663,7 +680,7 @@ class Engine:
 
     @property
     def syncing(self) -> bool:
-        return self._best_peer_height() > self.app.height + 1
+        return self._vouched_peer_height() > self.app.height + 1
 
     # ------------------------------------------------------------------ transactions
 

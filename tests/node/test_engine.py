@@ -499,6 +499,28 @@ def test_block_sync_checks_the_next_blocks_txs_while_a_block_executes(tmp_path: 
     asyncio.run(scenario())
 
 
+def test_one_peer_claiming_a_height_does_not_make_a_node_think_it_is_behind(tmp_path: Path) -> None:
+    """The syncing flag and the commit pause's skip go by the height that validators with more
+    than 1/3 of the power report (at least one honest): one Byzantine claim does not move it."""
+
+    class Heights(engine_module.NullNetwork):
+        def __init__(self) -> None:
+            self.heights: dict[bytes, int] = {}
+
+        def peer_heights(self) -> dict[bytes, int]:
+            return self.heights
+
+    engine = make_engine(tmp_path, chain_config(4), VALIDATORS[0])
+    network = Heights()
+    engine.attach_network(network)
+    liar, honest, other = (v.public_key for v in VALIDATORS[1:4])
+    network.heights = {liar: 1_000, honest: 0, other: 0}
+    assert engine._vouched_peer_height() == 0 and not engine.syncing
+    assert engine._best_peer_height() == 1_000  # block requests still ask it, in turn with the others
+    network.heights = {liar: 1_000, honest: 7, other: 5, Key.generate().public_key: 900}  # + a full node
+    assert engine._vouched_peer_height() == 7 and engine.syncing
+
+
 def test_post_commit_recheck_is_incremental_on_a_large_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
