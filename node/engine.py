@@ -601,7 +601,8 @@ class Engine:
     def on_status(self, height: int, peer: bytes) -> None:
         self._maybe_sync()
 
-    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> None:
+    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> int:
+        refused = buffered = 0
         for committed in blocks:
             height = committed.block.header.height
             if height <= self.app.height or height in self.sync_buffer:
@@ -613,11 +614,15 @@ class Engine:
                 verify_commit_certificate(certificate, self.vset, self.chain.chain_id, height, block_id)
             except (DecodeError, CertificateError) as exc:
                 who = peer.hex()[:16]
-                log.warning("peer %s sent block %d without a valid commit certificate: %s", who, height, exc)
+                log.info("peer %s sent block %d without a valid commit certificate: %s", who, height, exc)
+                refused += 1
                 continue
             self.sync_buffer[height] = (raw, certificate)
-        self.sync_requested_at = 0.0
+            buffered += 1
+        if buffered:  # progress: the next request may go at once (forged blocks do not hasten it)
+            self.sync_requested_at = 0.0
         self._feed_synced(self.core.height)
+        return refused
 
     def blocks_for(self, from_height: int, to_height: int, max_bytes: int) -> list[bytes]:
         out: list[bytes] = []

@@ -54,8 +54,10 @@ class PeerHandler(Protocol):
     def on_status(self, height: int, peer: bytes) -> None:
         """The peer's committed height."""
 
-    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> None:
-        """Committed blocks answering our request (verified by the engine before use)."""
+    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> int:
+        """Committed blocks answering our request (verified by the engine before use); returns
+        how many of them were refused as invalid (no valid commit certificate): the peer's
+        misbehaviour, counted against its bad-message limit."""
 
     def blocks_for(self, from_height: int, to_height: int, max_bytes: int) -> list[bytes]:
         """Serialized CommittedBlocks we can serve for a peer's request (possibly fewer)."""

@@ -362,7 +362,9 @@ class _Conn:
                 self.height = msg.status.height
                 handler.on_status(msg.status.height, self.key)
             elif kind == "block":
-                handler.on_blocks([msg.block], self.key)
+                if handler.on_blocks([msg.block], self.key):
+                    height = msg.block.block.header.height
+                    self._bad("bad_block", f"block {height} without a valid commit certificate")
             elif kind == "block_request":
                 self._serve_blocks(msg.block_request.from_height, msg.block_request.max_blocks)
             else:  # hello / hello_proof after the handshake

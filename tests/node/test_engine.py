@@ -421,11 +421,13 @@ def test_a_block_without_a_valid_certificate_does_not_hold_its_height_in_block_s
 
         block_id = compute_block_id(encode_block(block))
         other_id = compute_block_id(encode_block(other))
+        engine.sync_requested_at = 123.0  # a request in flight
         for forged in (certificate(block_id, sign=False), certificate(other_id, sign=True)):
-            engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=forged)], b"peer")
-            assert height not in engine.sync_buffer
+            refused = engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=forged)], b"peer")
+            assert refused == 1 and height not in engine.sync_buffer  # the peer is told off (peers.py)
+            assert engine.sync_requested_at == 123.0  # forged blocks do not hasten the next request
         good = certificate(block_id, sign=True)
-        engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=good)], b"peer")
+        assert engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=good)], b"peer") == 0
         assert engine.sync_buffer[height][0] == encode_block(block)
 
     asyncio.run(scenario())

@@ -58,6 +58,7 @@ class FakeHandler:
     blocks: list[tuple[int, bytes]] = field(default_factory=list)
     served: list[tuple[int, int]] = field(default_factory=list)
     raise_on_consensus: bool = False
+    refuse_blocks: bool = False  # on_blocks answers every block as invalid (a forged certificate)
 
     def on_consensus(self, payload: bytes, peer: bytes) -> None:
         if self.raise_on_consensus:
@@ -71,8 +72,9 @@ class FakeHandler:
     def on_status(self, height: int, peer: bytes) -> None:
         self.statuses.append((height, peer))
 
-    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> None:
+    def on_blocks(self, blocks: Sequence[block_pb2.CommittedBlock], peer: bytes) -> int:
         self.blocks.extend((b.block.header.height, peer) for b in blocks)
+        return len(blocks) if self.refuse_blocks else 0
 
     def blocks_for(self, from_height: int, to_height: int, max_bytes: int) -> list[bytes]:
         self.served.append((from_height, to_height))
@@ -545,6 +547,36 @@ def test_garbage_and_oversized_messages_are_dropped_then_the_peer_is_disconnecte
             assert again is not None
             await wait_until(lambda: b.net.connected() == [ka.public_key])
             await again.close()
+        finally:
+            await b.stop()
+
+    run(scenario)
+
+
+def test_blocks_the_handler_refuses_count_as_bad_messages() -> None:
+    """A peer sending blocks without a valid commit certificate (the engine refuses them) is
+    misbehaving: each one counts against its bad-message limit, then it is disconnected."""
+
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        b = await make_node(kb)
+        try:
+            await b.start([], validator_keys=[ka.public_key])
+            peer = await raw_connect(ka, b.port)
+            assert peer is not None
+            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            block = node_pb2.PeerMessage(block=block_pb2.CommittedBlock.FromString(committed(3)))
+            await peer.send(block.SerializeToString())  # accepted: not a bad message
+            await wait_until(lambda: len(b.handler.blocks) == 1)
+            assert dropped(b, "bad_block") == 0
+            b.handler.refuse_blocks = True
+            for _ in range(4):
+                await peer.send(block.SerializeToString())
+            await wait_until(lambda: dropped(b, "bad_block") == 4)
+            assert b.net.connected() == [ka.public_key]
+            await peer.send(block.SerializeToString())  # the 5th
+            await wait_until(lambda: b.net.connected() == [])
+            await peer.close()
         finally:
             await b.stop()
 
