@@ -21,14 +21,18 @@ class ConsensusConfig:
     # Votes/proposals for rounds further than this above the current round are dropped
     # (bounds the memory a Byzantine validator can make us spend on far-future rounds).
     max_round_lookahead: int = 10_000
-    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state).
+    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state),
+    # and the block bytes their proposals may hold together (a proposal carries its block, up to
+    # the peers' message limit: without a byte bound one Byzantine validator's proposals for
+    # height+1 could make us hold 10,000 blocks).
     max_future_messages: int = 10_000
+    max_future_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
             "timeout_propose_ms", "timeout_propose_delta_ms", "timeout_prevote_ms",
             "timeout_prevote_delta_ms", "timeout_precommit_ms", "timeout_precommit_delta_ms",
-            "max_round_lookahead", "max_future_messages",
+            "max_round_lookahead", "max_future_messages", "max_future_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

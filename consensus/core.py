@@ -79,6 +79,7 @@ class ConsensusCore:
         self.started = False
         self._loopback: deque[Message] = deque()
         self._future: list[ProposalMessage | SignedVote] = []
+        self._future_bytes = 0  # block bytes of the proposals in _future
         self._reset_height(0)
 
     # ------------------------------------------------------------------ state
@@ -160,12 +161,25 @@ class ConsensusCore:
         if not self.started:
             return False
         if height == self.height + 1:
-            if len(self._future) < self.config.max_future_messages:
-                self._future.append(msg)
+            self._buffer_future(msg)
             return False
         if height != self.height or self.decided is not None:
             return False
         return round_ <= self.round + self.config.max_round_lookahead
+
+    def _buffer_future(self, msg: ProposalMessage | SignedVote) -> None:
+        """Keep a height+1 message for StartHeight (a cache): only from a member of the validator
+        set (the others would be dropped when replayed anyway), at most max_future_messages, and
+        proposals only while their blocks fit in max_future_bytes together."""
+        sender = msg.signed.proposal.proposer if isinstance(msg, ProposalMessage) else msg.vote.validator
+        if self.vset.index_of(sender) is None or len(self._future) >= self.config.max_future_messages:
+            return
+        if isinstance(msg, ProposalMessage):
+            size = len(msg.block)
+            if self._future_bytes + size > self.config.max_future_bytes:
+                return
+            self._future_bytes += size
+        self._future.append(msg)
 
     def _on_vote(self, signed: SignedVote, out: list[Output]) -> bool:
         vote = signed.vote
@@ -268,6 +282,7 @@ class ConsensusCore:
         self._proposers.advance_to(sh.height)
         self._start_round(0, out)
         pending, self._future = self._future, []
+        self._future_bytes = 0
         for msg in pending:
             if _message_height(msg) == sh.height:
                 self._loopback.append(msg)

@@ -211,6 +211,30 @@ def test_future_height_messages_are_buffered_until_start_height() -> None:
     assert ("validate", "A") in summary
 
 
+def test_the_future_height_buffer_keeps_validators_messages_within_its_block_budget() -> None:
+    """Height+1 messages wait for StartHeight only if a validator sent them, and proposals only
+    while their blocks fit in max_future_bytes together: one Byzantine validator's proposals for
+    the next height cannot make a node hold blocks without bound."""
+    import dataclasses
+
+    from consensus import ConsensusCore, GuardedSigner, StartHeight
+    from tests.consensus.harness import CFG, SIGNERS
+
+    h = Harness(role("x"))
+    config = dataclasses.replace(CFG, max_future_bytes=len(b"block-B"))  # room for one block
+    h.core = ConsensusCore(config, VSET, GuardedSigner(SIGNERS[h.me]), CHAIN)
+    h.run(START)
+    stranger = _stranger_vote()
+    future_vote = Vote(VoteType.PREVOTE, 2, 0, b"", stranger.vote.validator)
+    future_stranger = SignedVote(future_vote, stranger.signature)
+    assert h.core.step(future_stranger) == []
+    assert h.core.step(make_proposal(1, "B", height=2)) == []  # fills the budget
+    assert h.core.step(make_proposal(0, "A", height=2)) == []  # beyond it: dropped
+    assert len(h.core._future) == 1
+    summary = summarize(h.core.step(StartHeight(2)))
+    assert ("validate", "B") in summary and ("validate", "A") not in summary
+
+
 def test_step_rejects_foreign_objects() -> None:
     h = Harness(role("x"))
     with pytest.raises(TypeError):
