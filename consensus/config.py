@@ -21,10 +21,11 @@ class ConsensusConfig:
     # Votes/proposals for rounds further than this above the current round are dropped
     # (bounds the memory a Byzantine validator can make us spend on far-future rounds).
     max_round_lookahead: int = 10_000
-    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state),
-    # and the block bytes their proposals may hold together (a proposal carries its block, up to
-    # the peers' message limit: without a byte bound one Byzantine validator's proposals for
-    # height+1 could make us hold 10,000 blocks).
+    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state);
+    # max_future_bytes bounds the block bytes of the proposals kept ahead of us, separately for
+    # height+1 and for the later rounds of this height (a proposal carries its block, up to the
+    # peers' message limit: without a byte bound one Byzantine validator could make us hold
+    # thousands of blocks). The current round's proposal is always kept.
     max_future_messages: int = 10_000
     max_future_bytes: int = 64 * 1024 * 1024
 

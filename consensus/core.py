@@ -98,6 +98,7 @@ class ConsensusCore:
         self._proposals: dict[int, SignedProposal] = {}
         self._proposal_evidence: dict[int, None] = {}
         self._blocks: dict[bytes, bytes] = {}
+        self._ahead_bytes = 0  # block bytes of the proposals kept for rounds after ours
         self._validity: dict[bytes, bool] = {}
         self._validation_requested: dict[bytes, None] = {}
         self._proposed_round = -1
@@ -219,6 +220,11 @@ class ConsensusCore:
             return True
         if not msg.block_matches():
             return False
+        if proposal.round > self.round:  # ahead of us: bounded, or one proposer could pile up blocks
+            size = len(msg.block)
+            if self._ahead_bytes + size > self.config.max_future_bytes:
+                return False
+            self._ahead_bytes += size
         self._proposals[proposal.round] = msg.signed
         own = proposal.proposer == self.own_address
         self._store_block(proposal.round, proposal.block_id, msg.block, own=own, out=out)

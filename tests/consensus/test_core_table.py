@@ -235,6 +235,24 @@ def test_the_future_height_buffer_keeps_validators_messages_within_its_block_bud
     assert ("validate", "B") in summary and ("validate", "A") not in summary
 
 
+def test_proposals_for_later_rounds_are_kept_within_the_block_budget() -> None:
+    """A proposal for a round after ours is kept only while the blocks of such proposals fit in
+    max_future_bytes (its proposer could otherwise make us hold a block per round it proposes,
+    thousands of rounds ahead); the current round's proposal is always kept."""
+    import dataclasses
+
+    from consensus import ConsensusCore, GuardedSigner
+    from tests.consensus.harness import CFG, SIGNERS
+
+    h = Harness(role("x"))
+    config = dataclasses.replace(CFG, max_future_bytes=len(b"block-B"))  # room for one block ahead
+    h.core = ConsensusCore(config, VSET, GuardedSigner(SIGNERS[h.me]), CHAIN)
+    h.run(START)
+    assert ("validate", "B") in summarize(h.core.step(make_proposal(1, "B")))  # round 1: kept
+    assert h.core.step(make_proposal(2, "C")) == []  # round 2: beyond the budget
+    assert ("validate", "A") in summarize(h.core.step(make_proposal(0, "A")))  # our round: kept
+
+
 def test_step_rejects_foreign_objects() -> None:
     h = Harness(role("x"))
     with pytest.raises(TypeError):
