@@ -516,15 +516,21 @@ async def raw_connect(key: Key, port: int, expect_refusal: bool = False) -> RawP
     return RawPeer(channel, call)
 
 
+async def started_with_raw_peer(node: Node, key: Key) -> RawPeer:
+    """Start `node` accepting `key` as a validator, and connect a raw Gossip client as `key`."""
+    await node.start([], validator_keys=[key.public_key])
+    peer = await raw_connect(key, node.port)
+    assert peer is not None
+    await wait_until(lambda: node.net.connected() == [key.public_key])
+    return peer
+
+
 def test_garbage_and_oversized_messages_are_dropped_then_the_peer_is_disconnected() -> None:
     async def scenario() -> None:
         ka, kb = keys(2)
         b = await make_node(kb)
         try:
-            await b.start([], validator_keys=[ka.public_key])
-            peer = await raw_connect(ka, b.port)
-            assert peer is not None
-            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            peer = await started_with_raw_peer(b, ka)
             await peer.send(b"\xff\xff\xff\xff")  # not a protobuf
             await peer.send(b"")  # an empty PeerMessage
             await peer.send(node_pb2.PeerMessage(consensus=b"x" * 5000).SerializeToString())  # > 4096
@@ -561,10 +567,7 @@ def test_blocks_the_handler_refuses_count_as_bad_messages() -> None:
         ka, kb = keys(2)
         b = await make_node(kb)
         try:
-            await b.start([], validator_keys=[ka.public_key])
-            peer = await raw_connect(ka, b.port)
-            assert peer is not None
-            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            peer = await started_with_raw_peer(b, ka)
             block = node_pb2.PeerMessage(block=block_pb2.CommittedBlock.FromString(committed(3)))
             await peer.send(block.SerializeToString())  # accepted: not a bad message
             await wait_until(lambda: len(b.handler.blocks) == 1)
@@ -588,10 +591,7 @@ def test_a_message_over_the_grpc_limit_ends_that_stream_only() -> None:
         ka, kb = keys(2)
         b = await make_node(kb, max_message_bytes=64 * 1024)
         try:
-            await b.start([], validator_keys=[ka.public_key])
-            peer = await raw_connect(ka, b.port)
-            assert peer is not None
-            await wait_until(lambda: b.net.connected() == [ka.public_key])
+            peer = await started_with_raw_peer(b, ka)
             await peer.send(node_pb2.PeerMessage(consensus=b"z" * 100_000).SerializeToString())
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 while await peer.call.read() is not grpc.aio.EOF:
