@@ -21,19 +21,20 @@ class ConsensusConfig:
     # Votes/proposals for rounds further than this above the current round are dropped
     # (bounds the memory a Byzantine validator can make us spend on far-future rounds).
     max_round_lookahead: int = 10_000
-    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state);
-    # max_future_bytes bounds the block bytes of the proposals kept ahead of us, separately for
-    # height+1 and for the later rounds of this height (a proposal carries its block, up to the
-    # peers' message limit: without a byte bound one Byzantine validator could make us hold
-    # thousands of blocks). The current round's proposal is always kept.
-    max_future_messages: int = 10_000
+    # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state; see
+    # consensus/nextheight.py): verified, one per sender and slot, for rounds below
+    # max_future_rounds. max_future_bytes bounds the block bytes of the proposals kept ahead of
+    # us, separately for height+1 and for the later rounds of this height (a proposal carries its
+    # block, up to the peers' message limit: without a byte bound one Byzantine validator could
+    # make us hold thousands of blocks). The current round's proposal is always kept.
+    max_future_rounds: int = 8
     max_future_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
             "timeout_propose_ms", "timeout_propose_delta_ms", "timeout_prevote_ms",
             "timeout_prevote_delta_ms", "timeout_precommit_ms", "timeout_precommit_delta_ms",
-            "max_round_lookahead", "max_future_messages", "max_future_bytes",
+            "max_round_lookahead", "max_future_rounds", "max_future_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -56,6 +56,7 @@ from consensus.inout import (
     WalAppend,
 )
 from consensus.messages import Message, Proposal, ProposalMessage, SignedProposal, SignedVote, Vote
+from consensus.nextheight import NextHeightBuffer
 from consensus.proposer import ProposerSelector
 from consensus.snapshot import CoreSnapshot
 from consensus.types import NIL, Step, VoteType, compute_address, compute_block_id
@@ -78,8 +79,7 @@ class ConsensusCore:
         self._proposers = ProposerSelector(validator_set, config.initial_height)
         self.started = False
         self._loopback: deque[Message] = deque()
-        self._future: list[ProposalMessage | SignedVote] = []
-        self._future_bytes = 0  # block bytes of the proposals in _future
+        self._next = NextHeightBuffer(config, validator_set, chain_id)  # height+1 messages
         self._reset_height(0)
 
     # ------------------------------------------------------------------ state
@@ -162,31 +162,17 @@ class ConsensusCore:
         if not self.started:
             return False
         if height == self.height + 1:
-            self._buffer_future(msg)
+            self._next.offer(msg)
             return False
         if height != self.height or self.decided is not None:
             return False
         return round_ <= self.round + self.config.max_round_lookahead
 
-    def _buffer_future(self, msg: ProposalMessage | SignedVote) -> None:
-        """Keep a height+1 message for StartHeight (a cache): only from a member of the validator
-        set (the others would be dropped when replayed anyway), at most max_future_messages, and
-        proposals only while their blocks fit in max_future_bytes together."""
-        sender = msg.signed.proposal.proposer if isinstance(msg, ProposalMessage) else msg.vote.validator
-        if self.vset.index_of(sender) is None or len(self._future) >= self.config.max_future_messages:
-            return
-        if isinstance(msg, ProposalMessage):
-            size = len(msg.block)
-            if self._future_bytes + size > self.config.max_future_bytes:
-                return
-            self._future_bytes += size
-        self._future.append(msg)
-
     def _on_vote(self, signed: SignedVote, out: list[Output]) -> bool:
         vote = signed.vote
         if not self._admit_height_round(signed, vote.height, vote.round):
             return False
-        status, _ = self._votes.add(signed)
+        status, _ = self._votes.add(signed, verified=self._next.take_verified(signed))
         if status is AddStatus.ADDED:
             if vote.validator == self.own_address:
                 out.append(Broadcast(signed))
@@ -210,7 +196,9 @@ class ConsensusCore:
         existing = self._proposals.get(proposal.round)
         if existing is not None and existing.proposal == proposal:
             return False  # duplicate
-        if not self.vset.verify(index, proposal.sign_bytes(self.chain_id), msg.signed.signature):
+        sign_bytes = proposal.sign_bytes(self.chain_id)
+        verified = self._next.take_verified(msg.signed)  # kept for this height while we were behind
+        if not verified and not self.vset.verify(index, sign_bytes, msg.signed.signature):
             return False
         if existing is not None:
             if proposal.round in self._proposal_evidence:
@@ -287,11 +275,7 @@ class ConsensusCore:
         self.started = True
         self._proposers.advance_to(sh.height)
         self._start_round(0, out)
-        pending, self._future = self._future, []
-        self._future_bytes = 0
-        for msg in pending:
-            if _message_height(msg) == sh.height:
-                self._loopback.append(msg)
+        self._loopback.extend(self._next.drain(sh.height))
         return True
 
     def _on_certified_block(self, cb: CertifiedBlock, out: list[Output]) -> bool:
@@ -467,6 +451,3 @@ class ConsensusCore:
             return True
         return False
 
-
-def _message_height(msg: Message) -> int:
-    return msg.signed.proposal.height if isinstance(msg, ProposalMessage) else msg.vote.height

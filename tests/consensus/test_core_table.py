@@ -230,7 +230,7 @@ def test_the_future_height_buffer_keeps_validators_messages_within_its_block_bud
     assert h.core.step(future_stranger) == []
     assert h.core.step(make_proposal(1, "B", height=2)) == []  # fills the budget
     assert h.core.step(make_proposal(0, "A", height=2)) == []  # beyond it: dropped
-    assert len(h.core._future) == 1
+    assert len(h.core._next) == 1
     summary = summarize(h.core.step(StartHeight(2)))
     assert ("validate", "B") in summary and ("validate", "A") not in summary
 
