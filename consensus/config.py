@@ -21,6 +21,11 @@ class ConsensusConfig:
     # Votes/proposals for rounds further than this above the current round are dropped
     # (bounds the memory a Byzantine validator can make us spend on far-future rounds).
     max_round_lookahead: int = 10_000
+    # A vote or proposal for a round after round_p + 1 that nobody has opened yet opens it only
+    # if its sender has opened fewer than this many such rounds at this height (CometBFT's
+    # "peer catch-up rounds"); otherwise one Byzantine validator could make us verify and keep
+    # two votes for each of max_round_lookahead rounds, and walk them all on every input.
+    max_catchup_rounds: int = 2
     # Messages for height+1 kept until StartHeight(height+1) (a cache, not replayable state; see
     # consensus/nextheight.py): verified, one per sender and slot, for rounds below
     # max_future_rounds. max_future_bytes bounds the block bytes of the proposals kept ahead of
@@ -34,7 +39,7 @@ class ConsensusConfig:
         for name in (
             "timeout_propose_ms", "timeout_propose_delta_ms", "timeout_prevote_ms",
             "timeout_prevote_delta_ms", "timeout_precommit_ms", "timeout_precommit_delta_ms",
-            "max_round_lookahead", "max_future_rounds", "max_future_bytes",
+            "max_round_lookahead", "max_catchup_rounds", "max_future_rounds", "max_future_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

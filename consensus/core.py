@@ -29,6 +29,11 @@ Deviations from the paper, each harmless for safety:
 - After L49 the core waits for StartHeight(h+1) from the driver (the application commits in
   between) instead of incrementing h_p itself (L52-54 run on StartHeight).
 - L55 counts votes (prevotes and precommits) from distinct validators, not proposals.
+- A message for a round after round_p + 1 that no kept message has opened yet opens it only if
+  its sender has opened fewer than max_catchup_rounds such rounds at this height (CometBFT's
+  peer catch-up rounds, charged to the signer once its signature verifies). Dropping a message
+  never harms safety; honest validators ahead of us still open their round (the first one to
+  reach us opens it for all), so L49 and L55 fire as before.
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ class ConsensusCore:
         self._proposal_evidence: dict[int, None] = {}
         self._blocks: dict[bytes, bytes] = {}
         self._ahead_bytes = 0  # block bytes of the proposals kept for rounds after ours
+        self._catchup: dict[int, dict[int, None]] = {}  # validator index -> rounds it opened ahead
         self._validity: dict[bytes, bool] = {}
         self._validation_requested: dict[bytes, None] = {}
         self._proposed_round = -1
@@ -172,7 +178,14 @@ class ConsensusCore:
         vote = signed.vote
         if not self._admit_height_round(signed, vote.height, vote.round):
             return False
+        opens = self._opens_catchup_round(vote.round)
+        index = self.vset.index_of(vote.validator)
+        if opens and (index is None or not self._may_open_round(index)):
+            return False
         status, _ = self._votes.add(signed, verified=self._next.take_verified(signed))
+        if opens and vote.round in self._votes.rounds:  # verified and counted: charge its sender
+            assert index is not None
+            self._charge_catchup_round(index, vote.round)
         if status is AddStatus.ADDED:
             if vote.validator == self.own_address:
                 out.append(Broadcast(signed))
@@ -196,6 +209,9 @@ class ConsensusCore:
         existing = self._proposals.get(proposal.round)
         if existing is not None and existing.proposal == proposal:
             return False  # duplicate
+        opens = self._opens_catchup_round(proposal.round)
+        if opens and not self._may_open_round(index):
+            return False
         sign_bytes = proposal.sign_bytes(self.chain_id)
         verified = self._next.take_verified(msg.signed)  # kept for this height while we were behind
         if not verified and not self.vset.verify(index, sign_bytes, msg.signed.signature):
@@ -214,11 +230,25 @@ class ConsensusCore:
                 return False
             self._ahead_bytes += size
         self._proposals[proposal.round] = msg.signed
+        if opens:
+            self._charge_catchup_round(index, proposal.round)
         own = proposal.proposer == self.own_address
         self._store_block(proposal.round, proposal.block_id, msg.block, own=own, out=out)
         if own:
             out.append(Broadcast(msg))
         return True
+
+    def _opens_catchup_round(self, round_: int) -> bool:
+        """True if a message for `round_` would open a round after round_p + 1 (no vote or
+        proposal of that round is kept yet)."""
+        return round_ > self.round + 1 and round_ not in self._votes.rounds and round_ not in self._proposals
+
+    def _may_open_round(self, index: int) -> bool:
+        opened = self._catchup.get(index)
+        return opened is None or len(opened) < self.config.max_catchup_rounds
+
+    def _charge_catchup_round(self, index: int, round_: int) -> None:
+        self._catchup.setdefault(index, {})[round_] = None
 
     def _store_block(self, round_: int, block_id: bytes, block: bytes, own: bool, out: list[Output]) -> None:
         self._blocks[block_id] = block
