@@ -41,6 +41,7 @@ from consensus.messages import (
     Vote,
     decode_message,
     encode_message,
+    message_signer,
 )
 from consensus.proposer import ProposerSelector
 from consensus.signguard import (
@@ -65,5 +66,6 @@ __all__ = [
     "SignedProposal", "SignedVote", "Signer", "StartHeight", "Step", "Timeout", "ValidateBlock", "Validator",
     "ValidatorSet", "Verifier", "Vote", "VoteType", "WalAppend", "check_sign_request", "compute_address",
     "compute_block_id", "decode_input", "decode_message", "encode_input", "encode_message", "ed25519_verify",
+    "message_signer",
     "recover_signed_votes", "replay", "verify_commit_certificate", "verify_evidence",
 ]

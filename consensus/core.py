@@ -84,6 +84,11 @@ class ConsensusCore:
         self._proposers = ProposerSelector(validator_set, config.initial_height)
         self.started = False
         self._loopback: deque[Message] = deque()
+        # Why the last step's input was refused, when that is its sender's fault (a signature
+        # that does not verify, a block that does not match its proposal): the driver may hold
+        # it against the peer that delivered the message. None otherwise (stale or duplicate
+        # messages are not faults). Not replayable state.
+        self.fault: str | None = None
         self._next = NextHeightBuffer(config, validator_set, chain_id)  # height+1 messages
         self._reset_height(0)
 
@@ -129,6 +134,7 @@ class ConsensusCore:
     def step(self, inp: Input) -> list[Output]:
         """Process one input; return the outputs for the driver to carry out, in order."""
         out: list[Output] = []
+        self.fault = None
         self._process(inp, out)
         while self._loopback:
             self._process(self._loopback.popleft(), out)
@@ -169,6 +175,7 @@ class ConsensusCore:
             return False
         if height == self.height + 1:
             self._next.offer(msg)
+            self.fault = self._next.fault
             return False
         if height != self.height or self.decided is not None:
             return False
@@ -197,6 +204,8 @@ class ConsensusCore:
             assert index is not None
             out.append(EvidenceFound(DuplicateVoteEvidence.of(vote_set.votes[index], signed)))
             return True
+        if status is AddStatus.BAD_SIGNATURE:
+            self.fault = "bad_signature"
         return False  # duplicate, unknown validator, bad signature
 
     def _on_proposal(self, msg: ProposalMessage, out: list[Output]) -> bool:
@@ -215,6 +224,7 @@ class ConsensusCore:
         sign_bytes = proposal.sign_bytes(self.chain_id)
         verified = self._next.take_verified(msg.signed)  # kept for this height while we were behind
         if not verified and not self.vset.verify(index, sign_bytes, msg.signed.signature):
+            self.fault = "bad_signature"
             return False
         if existing is not None:
             if proposal.round in self._proposal_evidence:
@@ -223,6 +233,7 @@ class ConsensusCore:
             out.append(EvidenceFound(ConflictingProposalEvidence.of(existing, msg.signed)))
             return True
         if not msg.block_matches():
+            self.fault = "block_mismatch"
             return False
         if proposal.round > self.round:  # ahead of us: bounded, or one proposer could pile up blocks
             size = len(msg.block)

@@ -242,6 +242,11 @@ class ProposalMessage:
 Message = ProposalMessage | SignedVote
 
 
+def message_signer(msg: Message) -> bytes:
+    """The address the message claims as its signer (the proposer or the voter)."""
+    return msg.signed.proposal.proposer if isinstance(msg, ProposalMessage) else msg.vote.validator
+
+
 def encode_message(msg: Message) -> bytes:
     return msg.encode()
 

@@ -37,7 +37,7 @@ class NextHeightBuffer:
     """Verified height+1 messages, one slot per (sender, round, kind), in arrival order."""
 
     __slots__ = ("_config", "_vset", "_chain_id", "_proposers", "height", "_messages", "_votes",
-                 "_proposal_rounds", "_bytes", "_verified")
+                 "_proposal_rounds", "_bytes", "_verified", "fault")
 
     def __init__(self, config: ConsensusConfig, vset: ValidatorSet, chain_id: str) -> None:
         self._config = config
@@ -50,6 +50,7 @@ class NextHeightBuffer:
         self._proposal_rounds: dict[int, None] = {}
         self._bytes = 0  # block bytes of the kept proposals
         self._verified: dict[SignedVote | SignedProposal, None] = {}
+        self.fault: str | None = None  # set by offer
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -64,7 +65,9 @@ class NextHeightBuffer:
         self._bytes = 0
 
     def offer(self, msg: ProposalMessage | SignedVote) -> bool:
-        """Keep `msg` if it earns a slot (see the module docstring); True if kept."""
+        """Keep `msg` if it earns a slot (see the module docstring); True if kept. ``fault`` then
+        says whether a refusal was the sender's fault ("bad_signature", "block_mismatch")."""
+        self.fault = None
         if isinstance(msg, SignedVote):
             return self._offer_vote(msg)
         return self._offer_proposal(msg)
@@ -80,6 +83,7 @@ class NextHeightBuffer:
         if slot in self._votes:
             return False
         if not self._vset.verify(index, vote.sign_bytes(self._chain_id), signed.signature):
+            self.fault = "bad_signature"
             return False
         self._votes[slot] = None
         self._messages.append(signed)
@@ -95,9 +99,13 @@ class NextHeightBuffer:
         if index is None or index != self._proposers.proposer(proposal.height, proposal.round):
             return False
         size = len(msg.block)
-        if self._bytes + size > self._config.max_future_bytes or not msg.block_matches():
+        if self._bytes + size > self._config.max_future_bytes:
             return False
         if not self._vset.verify(index, proposal.sign_bytes(self._chain_id), msg.signed.signature):
+            self.fault = "bad_signature"
+            return False
+        if not msg.block_matches():
+            self.fault = "block_mismatch"
             return False
         self._proposal_rounds[proposal.round] = None
         self._bytes += size

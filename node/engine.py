@@ -4,7 +4,10 @@ Theory of operation (DESIGN.md principles 6-8)
 - Every consensus input (peer messages, timeouts, the application's answers, synced blocks)
   goes through one asyncio queue and is handled by one task, `_run`, which calls
   `core.step` and carries out the outputs in order. Height/round guards in the core make
-  stale inputs harmless, so producers never coordinate.
+  stale inputs harmless, so producers never coordinate. A peer's consensus messages enter
+  the queue only if signed in its own name (honest peers relay nothing), at most
+  CONSENSUS_BACKLOG_PER_PEER of them at a time; one the core finds badly signed
+  (`core.fault`) is reported to the network against that peer.
 - Write ahead: each `WalAppend` is appended to the WAL, and the WAL is fsynced before the
   first later output that is visible outside the process (a broadcast or a commit) is acted
   on, so nothing we said or committed can depend on an input a crash could lose. Inputs
@@ -87,8 +90,10 @@ from consensus import (
     Input,
     Output,
     ProposalBlock,
+    ProposalMessage,
     RequestProposal,
     ScheduleTimeout,
+    SignedVote,
     StartHeight,
     Timeout,
     ValidateBlock,
@@ -100,6 +105,7 @@ from consensus import (
     decode_message,
     encode_input,
     encode_message,
+    message_signer,
     recover_signed_votes,
     verify_commit_certificate,
 )
@@ -107,7 +113,7 @@ from node.app import Application, ProposalRejected, crash_point
 from node.blocks import decode_block, encode_block
 from node.blockstore import BlockStore
 from node.config import NodeConfig, NodeHome
-from node.interfaces import Network
+from node.interfaces import Network, Refusal
 from node.mempool import Admission, Mempool, check_tx_against_state, code_status, nonce_ceilings
 from node.observability import (
     SPAN_BLOCK_APPLY,
@@ -139,8 +145,17 @@ STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the 
 STALL_RESEND_MAX = 64
 # Outputs seen outside the process or committing a block: the WAL is synced before them.
 VISIBLE_OUTPUTS = (Broadcast, Decide)
+CONSENSUS_BACKLOG_PER_PEER = 512  # a peer's messages waiting in the core's queue (honest: a few per round)
 PREVERIFY_WAIT_S = 1.0  # longest a decided block waits for its txs' verification in the workers
 INCREMENTAL_RECHECK_MIN = 1_000  # pending txs beyond the block's below which a full recheck is cheaper
+
+
+def _describe_message(inp: Input) -> str:
+    if isinstance(inp, ProposalMessage):
+        return f"proposal for height {inp.signed.proposal.height} round {inp.signed.proposal.round}"
+    if isinstance(inp, SignedVote):
+        return f"{inp.vote.type.name.lower()} for height {inp.vote.height} round {inp.vote.round}"
+    return type(inp).__name__
 
 
 def wall_clock_ms() -> int:
@@ -157,6 +172,8 @@ class NullNetwork:
 
     def peer_heights(self) -> dict[bytes, int]:
         return {}
+
+    def report_misbehaviour(self, peer: bytes, reason: str, detail: str) -> None: ...
 
 
 class Engine:
@@ -191,7 +208,11 @@ class Engine:
         self.core = ConsensusCore(self.consensus_config, self.vset, self.signer, chain.chain_id)
         self.mempool = Mempool(config.mempool, lambda v: check_tx_against_state(self.app.state, v))
         self.verifier = self._new_verifier()
-        self.queue: asyncio.Queue[Input] = asyncio.Queue()
+        # Consensus inputs with the peer that sent them (None: our own timers, the application,
+        # block sync); `_queued_from` counts each peer's share, bounded by CONSENSUS_BACKLOG_PER_PEER.
+        self.queue: asyncio.Queue[tuple[Input, bytes | None]] = asyncio.Queue()
+        self._queued_from: dict[bytes, int] = {}
+        self._peer_addresses: dict[bytes, bytes] = {}  # peer public key -> validator address
         self.wal: Wal | None = None
         self.wal_unsynced = False  # inputs appended since the last fsync
         self.wal_syncs = 0
@@ -314,16 +335,21 @@ class Engine:
     # ------------------------------------------------------------------ the owner loop
 
     def enqueue(self, inp: Input) -> None:
-        self.queue.put_nowait(inp)
+        self.queue.put_nowait((inp, None))
 
     async def _run(self) -> None:
         while True:
-            inp = await self.queue.get()
+            inp, peer = await self.queue.get()
+            if peer is not None:
+                self._queued_from[peer] -= 1
             try:
                 await self._step(inp)
             except Exception:  # a bug must stop the node loudly, never silently stall it
                 log.exception("consensus step failed; stopping")
                 raise
+            fault = self.core.fault  # set by the core.step of this input (_step steps it once)
+            if peer is not None and fault is not None:
+                self.network.report_misbehaviour(peer, fault, _describe_message(inp))
 
     async def _core_step(self, inp: Input) -> list[Output]:
         """`core.step`, then the guard's flush: every signature the step made is durable (fsync +
@@ -587,13 +613,23 @@ class Engine:
 
     # ------------------------------------------------------------------ PeerHandler
 
-    def on_consensus(self, payload: bytes, peer: bytes) -> None:
+    def on_consensus(self, payload: bytes, peer: bytes) -> Refusal | None:
         try:
             message = decode_message(payload)
         except DecodeError as exc:
-            log.info("dropping a malformed consensus message from %s: %s", peer.hex()[:16], exc)
-            return
-        self.enqueue(message)
+            return Refusal("garbage", f"not a consensus message: {exc}", misbehaviour=True)
+        address = self._peer_addresses.get(peer)
+        if address is None:
+            address = self._peer_addresses[peer] = compute_address(peer)
+        if message_signer(message) != address:  # honest peers send only their own messages
+            return Refusal("not_own_message", f"signed by {message_signer(message).hex()}", misbehaviour=True)
+        queued = self._queued_from.get(peer, 0)
+        if queued >= CONSENSUS_BACKLOG_PER_PEER:
+            detail = f"{queued} of its messages await the core"
+            return Refusal("consensus_backlog", detail, misbehaviour=False)
+        self._queued_from[peer] = queued + 1
+        self.queue.put_nowait((message, peer))
+        return None
 
     async def on_txs(self, txs: Sequence[bytes], peer: bytes) -> None:
         await self._admit(txs, gossip=False)

@@ -14,10 +14,22 @@ worker processes are coroutines.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from node.mempool import Admission
 from proto.ita.v1 import block_pb2, node_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the engine dropped a peer's message: ``reason`` is the metric label
+    (``ita_peer_messages_dropped_total{reason}``); ``misbehaviour`` says whether it counts
+    against the peer's bad-message limit (an honest peer never sends it)."""
+
+    reason: str
+    detail: str
+    misbehaviour: bool
 
 
 class Network(Protocol):
@@ -41,12 +53,18 @@ class Network(Protocol):
     def peer_heights(self) -> dict[bytes, int]:
         """Last reported committed height per connected peer (by validator public key)."""
 
+    def report_misbehaviour(self, peer: bytes, reason: str, detail: str) -> None:
+        """A message `peer` sent turned out bad only when the engine processed it (a consensus
+        signature that does not verify): count it against the peer's bad-message limit."""
+
 
 class PeerHandler(Protocol):
     """Inbound gossip, implemented by the Engine."""
 
-    def on_consensus(self, payload: bytes, peer: bytes) -> None:
-        """A consensus message from `peer` (public key). Malformed payloads are dropped (logged)."""
+    def on_consensus(self, payload: bytes, peer: bytes) -> Refusal | None:
+        """A consensus message from `peer` (public key), queued for the consensus core; or the
+        reason it was dropped: malformed, signed in another validator's name (peers send only
+        their own messages), or beyond the peer's share of the core's queue."""
 
     async def on_txs(self, txs: Sequence[bytes], peer: bytes) -> None:
         """Transactions gossiped by a peer: verified and admitted like client ones, not re-gossiped."""

@@ -36,7 +36,11 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
   consensus messages; a full queue drops the batch). ``block_request`` is served from
   ``PeerHandler.blocks_for`` as ``block`` messages. A malformed or oversized message is
   dropped and counted (``ita_peer_messages_dropped_total{reason}``); after
-  ``max_bad_messages`` of them the peer is disconnected.
+  ``max_bad_messages`` of them the peer is disconnected. What the engine refuses counts the
+  same way when it is misbehaviour: a consensus message that does not decode or is signed in
+  another validator's name (peers send only their own), a block without a valid certificate,
+  and, reported later through ``report_misbehaviour``, a consensus signature that does not
+  verify. A consensus message beyond the peer's share of the core's queue is only counted.
 - writer: drains the peer's ``OutboundQueue``. Sending never blocks the engine: the queue
   has two lanes (consensus/status/blocks first, tx batches after) and bounds on count and
   bytes; on overflow the oldest tx batches are dropped first, then the oldest urgent
@@ -70,7 +74,7 @@ from google.protobuf.message import DecodeError
 
 from consensus.crypto import ed25519_verify
 from node.config import PeerConfig
-from node.interfaces import PeerHandler
+from node.interfaces import PeerHandler, Refusal
 from node.observability import NodeMetrics
 from proto.ita.v1 import node_pb2
 from stf.block import MAX_TX_BYTES
@@ -334,6 +338,12 @@ class _Conn:
         if self.bad_messages >= self.net.limits.max_bad_messages:
             self.close(f"{self.bad_messages} bad messages (last: {reason})", kicked=True)
 
+    def _refused(self, refusal: Refusal) -> None:
+        if refusal.misbehaviour:
+            self._bad(refusal.reason, refusal.detail)
+        else:
+            self.net.metrics.peer_messages_dropped.labels(reason=refusal.reason).inc()
+
     def _dispatch(self, data: bytes) -> None:
         limits = self.net.limits
         if len(data) > limits.max_message_bytes:
@@ -355,7 +365,9 @@ class _Conn:
                 if not msg.consensus or len(msg.consensus) > limits.max_consensus_bytes:
                     self._bad("oversized", f"consensus payload of {len(msg.consensus)} bytes")
                     return
-                handler.on_consensus(msg.consensus, self.key)
+                refusal = handler.on_consensus(msg.consensus, self.key)
+                if refusal is not None:
+                    self._refused(refusal)
             elif kind == "txs":
                 self._on_txs(list(msg.txs.txs))
             elif kind == "status":
@@ -545,6 +557,11 @@ class PeerNetwork:
         count = min(min(to_height, conn.height) - from_height + 1, 2**32 - 1)
         request = node_pb2.BlockRequest(from_height=from_height, max_blocks=count)
         conn.send("block_request", node_pb2.PeerMessage(block_request=request).SerializeToString())
+
+    def report_misbehaviour(self, peer: bytes, reason: str, detail: str) -> None:
+        conn = self._conns.get(peer)
+        if conn is not None:
+            conn._bad(reason, detail)
 
     def peer_heights(self) -> dict[bytes, int]:
         return {key: conn.height for key, conn in self._conns.items()}

@@ -257,3 +257,24 @@ def test_step_rejects_foreign_objects() -> None:
     h = Harness(role("x"))
     with pytest.raises(TypeError):
         h.core.step("not an input")  # type: ignore[arg-type]
+
+
+def test_the_core_names_the_senders_fault_for_the_driver() -> None:
+    """core.fault says why the last input was refused when its sender is to blame (the driver
+    reports the peer); stale or duplicate messages are no one's fault."""
+    h = Harness(role("x"))
+    h.run(START)
+    h.core.step(_bad_signature_vote())
+    assert h.core.fault == "bad_signature"
+    good = sign_vote(h.others()[0], VoteType.PREVOTE, 0, None)
+    h.core.step(good)
+    assert h.core.fault is None
+    h.core.step(good)  # duplicate
+    assert h.core.fault is None
+    h.core.step(make_proposal(0, "A", block=b"not block A"))
+    assert h.core.fault == "block_mismatch"
+    late = sign_vote(h.others()[0], VoteType.PREVOTE, 0, None, height=2)
+    h.core.step(SignedVote(late.vote, bytes(64)))  # next height: checked before it is kept
+    assert h.core.fault == "bad_signature"
+    h.core.step(sign_vote(h.others()[0], VoteType.PREVOTE, 0, None, height=5))  # far ahead: dropped
+    assert h.core.fault is None

@@ -16,9 +16,11 @@ from consensus import (
     Broadcast,
     CommitCertificate,
     Decide,
+    Ed25519Signer,
     ProposalMessage,
     ScheduleTimeout,
     SignedVote,
+    SignRequest,
     SignState,
     StartHeight,
     Step,
@@ -26,6 +28,7 @@ from consensus import (
     Vote,
     VoteType,
     WalAppend,
+    compute_address,
     compute_block_id,
     decode_message,
 )
@@ -86,6 +89,7 @@ class Hub:
     def __init__(self) -> None:
         self.engines: dict[bytes, Engine] = {}
         self.down: set[bytes] = set()
+        self.misbehaviour: list[tuple[bytes, bytes, str]] = []  # (reporter, peer, reason)
 
     def attach(self, engine: Engine) -> None:
         assert engine.key is not None
@@ -126,6 +130,9 @@ class LocalNetwork:
 
     def peer_heights(self) -> dict[bytes, int]:
         return {k: e.height() for k, e in self.hub.others(self.me)}
+
+    def report_misbehaviour(self, peer: bytes, reason: str, detail: str) -> None:
+        self.hub.misbehaviour.append((self.me, peer, reason))
 
 
 class TxRecorder(engine_module.NullNetwork):
@@ -901,3 +908,65 @@ def test_wal_is_synced_before_visible_outputs_only(tmp_path: Path) -> None:
         engine.store.close()
 
     asyncio.run(scenario())
+
+
+def _prevote(signer_key: Key, as_validator: Key, height: int = 1, round_: int = 0) -> bytes:
+    """An encoded prevote claiming `as_validator`, signed with `signer_key`'s key."""
+    vote = Vote(VoteType.PREVOTE, height, round_, b"", compute_address(as_validator.public_key))
+    signer = Ed25519Signer.from_seed(signer_key.seed)
+    chain_id = chain_config(4).chain_id
+    request = SignRequest(height, round_, Step.PREVOTE, vote.sign_bytes(chain_id))
+    return SignedVote(vote, signer.sign(request)).encode()
+
+
+class MisbehaviourLog(engine_module.NullNetwork):
+    def __init__(self) -> None:
+        self.reports: list[tuple[bytes, str]] = []
+
+    def report_misbehaviour(self, peer: bytes, reason: str, detail: str) -> None:
+        self.reports.append((peer, reason))
+
+
+def test_consensus_messages_a_peer_could_not_have_sent_honestly_are_refused(tmp_path: Path) -> None:
+    """Peers send only their own consensus messages: garbage and messages signed in another
+    validator's name are refused at once as misbehaviour (no signature check, no queue slot);
+    a message in the peer's own name whose signature fails is reported once the core saw it."""
+
+    async def scenario() -> None:
+        engine = make_engine(tmp_path, chain_config(4), VALIDATORS[0])
+        network = MisbehaviourLog()
+        engine.attach_network(network)
+        await engine.start()
+        try:
+            peer, other = VALIDATORS[1], VALIDATORS[2]
+            garbage = engine.on_consensus(b"\xff not a message", peer.public_key)
+            assert garbage is not None and garbage.reason == "garbage" and garbage.misbehaviour
+            forged = engine.on_consensus(_prevote(other, other), peer.public_key)
+            assert forged is not None and forged.reason == "not_own_message" and forged.misbehaviour
+            assert engine.on_consensus(_prevote(peer, peer), peer.public_key) is None  # honest
+            assert engine.on_consensus(_prevote(other, peer), peer.public_key) is None  # bad signature
+            await wait_until(lambda: network.reports)
+            assert network.reports == [(peer.public_key, "bad_signature")]
+            assert engine._queued_from[peer.public_key] == 0
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_gets_a_bounded_share_of_the_consensus_queue(tmp_path: Path) -> None:
+    """Beyond CONSENSUS_BACKLOG_PER_PEER of its messages waiting for the core, a peer's messages
+    are dropped (not misbehaviour: the core is slow); another peer still gets in."""
+    engine = make_engine(tmp_path, chain_config(4), VALIDATORS[0])  # not started: nothing drains
+    try:
+        peer, other = VALIDATORS[1], VALIDATORS[2]
+        limit = engine_module.CONSENSUS_BACKLOG_PER_PEER
+        for round_ in range(limit):
+            assert engine.on_consensus(_prevote(peer, peer, round_=round_), peer.public_key) is None
+        refusal = engine.on_consensus(_prevote(peer, peer, round_=limit), peer.public_key)
+        assert refusal is not None and refusal.reason == "consensus_backlog" and not refusal.misbehaviour
+        assert engine.on_consensus(_prevote(other, other), other.public_key) is None
+        assert engine.queue.qsize() == limit + 1
+    finally:
+        engine.verifier.close()
+        engine.store.close()

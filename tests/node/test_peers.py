@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from node.config import PeerConfig
+from node.interfaces import Refusal
 from node.observability import NodeMetrics
 from node.peers import (
     GOSSIP_METHOD,
@@ -59,11 +60,13 @@ class FakeHandler:
     served: list[tuple[int, int]] = field(default_factory=list)
     raise_on_consensus: bool = False
     refuse_blocks: bool = False  # on_blocks answers every block as invalid (a forged certificate)
+    consensus_refusal: Refusal | None = None  # what on_consensus answers
 
-    def on_consensus(self, payload: bytes, peer: bytes) -> None:
+    def on_consensus(self, payload: bytes, peer: bytes) -> Refusal | None:
         if self.raise_on_consensus:
             raise RuntimeError("handler bug")
         self.consensus.append((payload, peer))
+        return self.consensus_refusal
 
     async def on_txs(self, txs: Sequence[bytes], peer: bytes) -> None:
         await asyncio.sleep(0)
@@ -578,6 +581,37 @@ def test_blocks_the_handler_refuses_count_as_bad_messages() -> None:
             await wait_until(lambda: dropped(b, "bad_block") == 4)
             assert b.net.connected() == [ka.public_key]
             await peer.send(block.SerializeToString())  # the 5th
+            await wait_until(lambda: b.net.connected() == [])
+            await peer.close()
+        finally:
+            await b.stop()
+
+    run(scenario)
+
+
+def test_consensus_refusals_count_against_a_peer_only_when_they_are_misbehaviour() -> None:
+    """The engine's refusals of a peer's consensus messages: a full queue share is only counted
+    (the core is slow, the peer is not at fault); misbehaviour, refused at once or reported once
+    the core saw it (report_misbehaviour), counts against the limit, then disconnects."""
+
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        b = await make_node(kb)
+        try:
+            peer = await started_with_raw_peer(b, ka)
+            message = node_pb2.PeerMessage(consensus=b"a vote").SerializeToString()
+            b.handler.consensus_refusal = Refusal("consensus_backlog", "busy", misbehaviour=False)
+            for _ in range(8):
+                await peer.send(message)
+            await wait_until(lambda: dropped(b, "consensus_backlog") == 8)
+            assert b.net.connected() == [ka.public_key]
+            b.handler.consensus_refusal = Refusal("not_own_message", "signed by another", misbehaviour=True)
+            for _ in range(3):
+                await peer.send(message)
+            await wait_until(lambda: dropped(b, "not_own_message") == 3)
+            b.net.report_misbehaviour(ka.public_key, "bad_signature", "prevote for height 1 round 0")
+            assert dropped(b, "bad_signature") == 1 and b.net.connected() == [ka.public_key]
+            await peer.send(message)  # the 5th bad message
             await wait_until(lambda: b.net.connected() == [])
             await peer.close()
         finally:
