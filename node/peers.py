@@ -41,6 +41,8 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
   another validator's name (peers send only their own), a block without a valid certificate,
   and, reported later through ``report_misbehaviour``, a consensus signature that does not
   verify. A consensus message beyond the peer's share of the core's queue is only counted.
+  A peer disconnected for misbehaviour is refused ("banned") for ``kick_ban_s`` (30 s), in
+  both directions, so reconnecting does not buy it a fresh allowance of bad messages.
 - writer: drains the peer's ``OutboundQueue``. Sending never blocks the engine: the queue
   has two lanes (consensus/status/blocks first, tx batches after) and bounds on count and
   bytes; on overflow the oldest tx batches are dropped first, then the oldest urgent
@@ -64,6 +66,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
@@ -130,6 +133,7 @@ class PeerLimits:
     queue_bytes: int = 64 * 1024 * 1024
     inbound_tx_batches: int = 64  # per-peer, awaiting on_txs
     max_bad_messages: int = 10
+    kick_ban_s: float = 30.0  # a peer disconnected for misbehaviour is refused this long
     replay_consensus_messages: int = 128  # replayed to a newly connected peer (0: off)
     replay_consensus_bytes: int = 16 * 1024 * 1024
     handshake_timeout_s: float = 5.0
@@ -465,6 +469,7 @@ class PeerNetwork:
         self._handler = handler
         self._configured = {p.public_key: p for p in self.peers}
         self._conns: dict[bytes, _Conn] = {}
+        self._banned_until: dict[bytes, float] = {}  # kicked peers' keys -> time.monotonic() deadline
         self._dial_tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._round_robin = 0
@@ -607,12 +612,21 @@ class PeerNetwork:
     def _unregister(self, conn: _Conn) -> None:
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
+        if conn.kicked and self.limits.kick_ban_s > 0:
+            self._banned_until[conn.key] = time.monotonic() + self.limits.kick_ban_s
         self.metrics.peers_connected.set(len(self._conns))
         self.metrics.peer_disconnects.labels(reason="kicked" if conn.kicked else "closed").inc()
         self._changed.set()
         log.info("peer disconnected", extra={"peer": conn.label, "reason": conn.close_reason})
 
     def _check_key(self, key: bytes, expected: bytes | None) -> None:
+        until = self._banned_until.get(key)
+        if until is not None:
+            left = until - time.monotonic()
+            if left > 0:
+                raise HandshakeRefused("banned", f"{key.hex()} was disconnected for misbehaviour; "
+                                                 f"refused for another {left:.1f} s")
+            del self._banned_until[key]
         if expected is not None:
             if key != expected:
                 raise HandshakeRefused("unexpected_key",

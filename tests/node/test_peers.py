@@ -34,8 +34,9 @@ from stf.block import MAX_TX_BYTES
 
 CHAIN = "ita-test-1"
 SAFETY_S = 20.0
+BAN_S = 0.5
 LIMITS = PeerLimits(backoff_initial_s=0.01, backoff_max_s=0.2, handshake_timeout_s=3.0,
-                    max_consensus_bytes=4096, max_bad_messages=5)
+                    max_consensus_bytes=4096, max_bad_messages=5, kick_ban_s=BAN_S)
 
 
 def keys(n: int) -> list[Key]:
@@ -461,6 +462,29 @@ def test_reconnect_after_the_accepting_peer_restarts() -> None:
     run(scenario)
 
 
+def test_a_peer_kicked_for_misbehaviour_is_not_redialled_until_its_ban_ends() -> None:
+    """a dials b; b sends a garbage, a disconnects it (kicked) and refuses the handshakes of its
+    own dial loop ("banned") until kick_ban_s has passed, then reconnects."""
+
+    async def scenario() -> None:
+        a, b = await mesh(2)  # a dials b
+        try:
+            kb = b.key.public_key
+            conn = b.net._conns[a.key.public_key]
+            for _ in range(LIMITS.max_bad_messages):
+                conn.send("consensus", b"\xff\xff not a PeerMessage")
+            await wait_until(lambda: a.net.connected() == [], "a kicks b")
+            registry, failures = a.metrics.registry, "ita_peer_handshake_failures_total"
+            await wait_until(lambda: (registry.get_sample_value(failures, {"reason": "banned"}) or 0) >= 1,
+                             "a's dial loop is refused by the ban")
+            await wait_until(lambda: a.net.connected() == [kb], "a reconnects after the ban")
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario)
+
+
 def test_reconnect_after_the_dialing_peer_restarts() -> None:
     async def scenario() -> None:
         a, b = await mesh(2)
@@ -551,8 +575,12 @@ def test_garbage_and_oversized_messages_are_dropped_then_the_peer_is_disconnecte
             assert "bad messages" in (info.value.details() or "")
             await wait_until(lambda: b.net.connected() == [])
             await peer.close()
-            # the node still accepts peers
-            again = await raw_connect(ka, b.port)
+            # refused while banned, so reconnecting buys no fresh allowance of bad messages
+            assert await raw_connect(ka, b.port, expect_refusal=True) is None
+            failures = "ita_peer_handshake_failures_total"
+            assert b.metrics.registry.get_sample_value(failures, {"reason": "banned"}) == 1
+            await asyncio.sleep(BAN_S)
+            again = await raw_connect(ka, b.port)  # the ban is over
             assert again is not None
             await wait_until(lambda: b.net.connected() == [ka.public_key])
             await again.close()
