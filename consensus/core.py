@@ -206,6 +206,8 @@ class ConsensusCore:
             return True
         if status is AddStatus.BAD_SIGNATURE:
             self.fault = "bad_signature"
+        elif status is AddStatus.CONFLICT_KNOWN:
+            self.fault = "equivocation"  # a third vote for one slot (dropped before its signature check)
         return False  # duplicate, unknown validator, bad signature
 
     def _on_proposal(self, msg: ProposalMessage, out: list[Output]) -> bool:
@@ -218,6 +220,9 @@ class ConsensusCore:
         existing = self._proposals.get(proposal.round)
         if existing is not None and existing.proposal == proposal:
             return False  # duplicate
+        if existing is not None and proposal.round in self._proposal_evidence:
+            self.fault = "equivocation"  # a third proposal for the round: dropped unchecked
+            return False
         opens = self._opens_catchup_round(proposal.round)
         if opens and not self._may_open_round(index):
             return False
@@ -227,8 +232,6 @@ class ConsensusCore:
             self.fault = "bad_signature"
             return False
         if existing is not None:
-            if proposal.round in self._proposal_evidence:
-                return False
             self._proposal_evidence[proposal.round] = None
             out.append(EvidenceFound(ConflictingProposalEvidence.of(existing, msg.signed)))
             return True

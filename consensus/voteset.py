@@ -130,9 +130,14 @@ class HeightVotes:
             return AddStatus.UNKNOWN_VALIDATOR, -1
         rv = self.rounds.get(vote.round)
         if rv is not None:
-            existing = rv.of_type(vote.type).votes.get(index)
+            vote_set = rv.of_type(vote.type)
+            existing = vote_set.votes.get(index)
             if existing is not None and existing.signature == signed.signature and existing.vote == vote:
                 return AddStatus.DUPLICATE, index
+            known = vote_set.conflicts.get(index)
+            if known is not None and existing is not None and known.vote != vote and existing.vote != vote:
+                # a third vote of an equivocator: dropped whatever its signature (no check to pay for)
+                return AddStatus.CONFLICT_KNOWN, index
         if not verified and not self.vset.verify(index, vote.sign_bytes(self.chain_id), signed.signature):
             return AddStatus.BAD_SIGNATURE, index
         rv = self.round(vote.round)

@@ -7,6 +7,7 @@ must produce (WAL appends left out) and the resulting (round, step, lockedRound,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,3 +279,16 @@ def test_the_core_names_the_senders_fault_for_the_driver() -> None:
     assert h.core.fault == "bad_signature"
     h.core.step(sign_vote(h.others()[0], VoteType.PREVOTE, 0, None, height=5))  # far ahead: dropped
     assert h.core.fault is None
+
+
+def test_a_third_proposal_for_a_round_is_dropped_unchecked_as_equivocation() -> None:
+    """Conflicting proposals for one round give evidence once; a third one is the proposer's
+    misbehaviour and is dropped before its signature check (core.fault names it)."""
+    h = Harness(role("x"))
+    h.run(START)
+    h.run(("proposal", 0, "A"))
+    assert ("evidence", "ConflictingProposalEvidence") in summarize(h.core.step(make_proposal(0, "B")))
+    third = make_proposal(0, "C")
+    unsigned = ProposalMessage(dataclasses.replace(third.signed, signature=bytes(64)), third.block)
+    assert h.core.step(unsigned) == []
+    assert h.core.fault == "equivocation"
