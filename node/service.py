@@ -12,7 +12,9 @@ Theory of operation
   response serializer, so a CommittedBlock is never parsed and re-encoded on the way out.
 - ``StreamBlocks(from)`` sends stored blocks from ``max(from, 1)`` up to the latest height,
   then waits on ``backend.wait_for_height(next)`` for each live one, without gaps. A block
-  missing below the latest height (pruned) ends the stream with NOT_FOUND. A client that
+  missing below the latest height (pruned) ends the stream with NOT_FOUND. At most
+  ``max_block_streams`` (64) are open at once; another is answered RESOURCE_EXHAUSTED, so
+  clients replaying the chain cannot crowd the validator's event loop without bound. A client that
   cancels simply cancels the handler task (CancelledError at the pending await/yield);
   nothing else is held.
 - ``GetSnapshot`` slices the snapshot into chunks of ``SNAPSHOT_CHUNK_BYTES`` (1 MiB);
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 MAX_SUBMIT_TXS = 10_000
 MAX_SUBMIT_BYTES = 8 * 1024 * 1024
+MAX_BLOCK_STREAMS = 64  # StreamBlocks calls open at once (indexers, explorers)
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Node"].full_name
 PEER_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 HASH_LEN = 32
@@ -167,8 +170,11 @@ class NodeService:
         max_submit_txs: int = MAX_SUBMIT_TXS,
         max_submit_bytes: int = MAX_SUBMIT_BYTES,
         snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES,
+        max_block_streams: int = MAX_BLOCK_STREAMS,
     ) -> None:
         self.backend = backend
+        self.max_block_streams = max_block_streams
+        self._block_streams = 0
         self.peer_infos = peer_infos
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.tracing = tracing
@@ -272,6 +278,11 @@ class NodeService:
 
     async def StreamBlocks(self, request: node_pb2.StreamBlocksRequest, context: Any) -> AsyncIterator[bytes]:
         height = max(1, request.from_height)
+        if self._block_streams >= self.max_block_streams:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{self._block_streams} block streams are open; at most {self.max_block_streams}: "
+                         "retry later")
+        self._block_streams += 1
         self.metrics.stream_blocks_subscribers.inc()
         try:
             while True:
@@ -285,6 +296,7 @@ class NodeService:
                     height += 1
                 await self.backend.wait_for_height(height)
         finally:
+            self._block_streams -= 1
             self.metrics.stream_blocks_subscribers.dec()
 
     # ------------------------------------------------------------------ registration
@@ -361,6 +373,7 @@ async def start_grpc_server(
     tracing: Tracing | None = None,
     peer_infos: PeerInfoSource | None = None,
     max_message_bytes: int = MAX_GRPC_MESSAGE_BYTES,
+    max_block_streams: int = MAX_BLOCK_STREAMS,
 ) -> grpc.aio.Server:
     """Start the node's gRPC server on ``listen`` (``host:port``; port 0 picks one, see ``bound_port``)
     with Node, Peer (when given), health checking and reflection. Status lists ``peer_infos()`` when
@@ -368,7 +381,8 @@ async def start_grpc_server(
     if peer_infos is None and isinstance(peer_servicer, PeerNetwork):
         peer_infos = peer_servicer.peer_infos
     server = grpc.aio.server(options=server_options(max_message_bytes))
-    node = NodeService(backend, peer_infos=peer_infos, metrics=metrics, tracing=tracing)
+    node = NodeService(backend, peer_infos=peer_infos, metrics=metrics, tracing=tracing,
+                       max_block_streams=max_block_streams)
     server.add_generic_rpc_handlers((node.rpc_handler(),))
     services = [NODE_SERVICE]
     if peer_servicer is not None:

@@ -359,6 +359,25 @@ def test_stream_blocks_catches_up_then_goes_live_and_cancels_cleanly() -> None:
     serve(scenario, latest=3)
 
 
+def test_stream_blocks_beyond_max_block_streams_are_refused_until_one_closes() -> None:
+    async def scenario(backend: FakeBackend, channel: grpc.aio.Channel, metrics: NodeMetrics) -> None:
+        stub = node_pb2_grpc.NodeStub(channel)
+        calls = [stub.StreamBlocks(node_pb2.StreamBlocksRequest(from_height=3)) for _ in range(2)]
+        for call in calls:
+            assert (await call.read()).block.header.height == 3
+        extra = stub.StreamBlocks(node_pb2.StreamBlocksRequest(from_height=1))
+        err = await rpc_error(extra.read())
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 2" in (err.details() or "")
+        calls[0].cancel()
+        await wait_until(lambda: metrics.registry.get_sample_value("ita_stream_blocks_subscribers") == 1)
+        again = stub.StreamBlocks(node_pb2.StreamBlocksRequest(from_height=1))
+        assert (await again.read()).block.header.height == 1
+        again.cancel()
+        calls[1].cancel()
+
+    serve(scenario, latest=3, max_block_streams=2)
+
+
 def test_stream_blocks_ends_with_not_found_at_a_pruned_block() -> None:
     async def scenario(backend: FakeBackend, channel: grpc.aio.Channel, metrics: NodeMetrics) -> None:
         del backend.blocks[1]
