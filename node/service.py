@@ -19,7 +19,9 @@ Theory of operation
   nothing else is held.
 - ``GetSnapshot`` slices the snapshot into chunks of ``SNAPSHOT_CHUNK_BYTES`` (1 MiB);
   each carries the height, the app hash read from the snapshot header (stf/snapshot.py
-  layout), index/total and the SHA-256 of the whole snapshot.
+  layout), index/total and the SHA-256 of the whole snapshot. A download holds the whole
+  snapshot in memory while it lasts, so at most ``max_snapshot_streams`` (4) run at once;
+  another is answered RESOURCE_EXHAUSTED.
 - ``start_grpc_server`` registers ``Node``, the ``Peer`` servicer (node/peers.py), gRPC
   health checking (SERVING once started, NOT_SERVING from ``stop_grpc_server`` on) and
   server reflection (so ``grpcurl -plaintext host:port list`` works), with message-size
@@ -65,6 +67,23 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 MAX_SUBMIT_TXS = 10_000
 MAX_SUBMIT_BYTES = 8 * 1024 * 1024
 MAX_BLOCK_STREAMS = 64  # StreamBlocks calls open at once (indexers, explorers)
+MAX_SNAPSHOT_STREAMS = 4  # GetSnapshot calls open at once (each holds a whole snapshot in memory)
+
+
+class StreamSlots:
+    """A bound on the open streams of one kind; ``refusal()`` says why one more is refused."""
+
+    __slots__ = ("what", "limit", "open")
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what = what
+        self.limit = limit
+        self.open = 0
+
+    def refusal(self) -> str | None:
+        if self.open < self.limit:
+            return None
+        return f"{self.open} {self.what} are open; at most {self.limit}: retry later"
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Node"].full_name
 PEER_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 HASH_LEN = 32
@@ -171,10 +190,11 @@ class NodeService:
         max_submit_bytes: int = MAX_SUBMIT_BYTES,
         snapshot_chunk_bytes: int = SNAPSHOT_CHUNK_BYTES,
         max_block_streams: int = MAX_BLOCK_STREAMS,
+        max_snapshot_streams: int = MAX_SNAPSHOT_STREAMS,
     ) -> None:
         self.backend = backend
-        self.max_block_streams = max_block_streams
-        self._block_streams = 0
+        self.block_streams = StreamSlots("block streams", max_block_streams)
+        self.snapshot_streams = StreamSlots("snapshot downloads", max_snapshot_streams)
         self.peer_infos = peer_infos
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.tracing = tracing
@@ -263,26 +283,32 @@ class NodeService:
     async def GetSnapshot(
         self, request: node_pb2.GetSnapshotRequest, context: Any
     ) -> AsyncIterator[node_pb2.SnapshotChunk]:
-        found = self.backend.snapshot(request.height)
-        if found is None or (request.height and found[0] != request.height):
-            what = f"at height {request.height}" if request.height else "at all"
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no snapshot {what}")
-        height, data = found
+        refusal = self.snapshot_streams.refusal()
+        if refusal is not None:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        self.snapshot_streams.open += 1
         try:
-            chunks = snapshot_chunks(height, data, self.snapshot_chunk_bytes)
-        except ValueError as exc:
-            log.error("stored snapshot is malformed", extra={"height": height, "error": str(exc)})
-            await _abort(context, grpc.StatusCode.INTERNAL, f"stored snapshot at {height} is malformed")
-        for chunk in chunks:
-            yield chunk
+            found = self.backend.snapshot(request.height)
+            if found is None or (request.height and found[0] != request.height):
+                what = f"at height {request.height}" if request.height else "at all"
+                await _abort(context, grpc.StatusCode.NOT_FOUND, f"no snapshot {what}")
+            height, data = found
+            try:
+                chunks = snapshot_chunks(height, data, self.snapshot_chunk_bytes)
+            except ValueError as exc:
+                log.error("stored snapshot is malformed", extra={"height": height, "error": str(exc)})
+                await _abort(context, grpc.StatusCode.INTERNAL, f"stored snapshot at {height} is malformed")
+            for chunk in chunks:
+                yield chunk
+        finally:
+            self.snapshot_streams.open -= 1
 
     async def StreamBlocks(self, request: node_pb2.StreamBlocksRequest, context: Any) -> AsyncIterator[bytes]:
         height = max(1, request.from_height)
-        if self._block_streams >= self.max_block_streams:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"{self._block_streams} block streams are open; at most {self.max_block_streams}: "
-                         "retry later")
-        self._block_streams += 1
+        refusal = self.block_streams.refusal()
+        if refusal is not None:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        self.block_streams.open += 1
         self.metrics.stream_blocks_subscribers.inc()
         try:
             while True:
@@ -296,7 +322,7 @@ class NodeService:
                     height += 1
                 await self.backend.wait_for_height(height)
         finally:
-            self._block_streams -= 1
+            self.block_streams.open -= 1
             self.metrics.stream_blocks_subscribers.dec()
 
     # ------------------------------------------------------------------ registration
@@ -374,6 +400,7 @@ async def start_grpc_server(
     peer_infos: PeerInfoSource | None = None,
     max_message_bytes: int = MAX_GRPC_MESSAGE_BYTES,
     max_block_streams: int = MAX_BLOCK_STREAMS,
+    max_snapshot_streams: int = MAX_SNAPSHOT_STREAMS,
 ) -> grpc.aio.Server:
     """Start the node's gRPC server on ``listen`` (``host:port``; port 0 picks one, see ``bound_port``)
     with Node, Peer (when given), health checking and reflection. Status lists ``peer_infos()`` when
@@ -382,7 +409,7 @@ async def start_grpc_server(
         peer_infos = peer_servicer.peer_infos
     server = grpc.aio.server(options=server_options(max_message_bytes))
     node = NodeService(backend, peer_infos=peer_infos, metrics=metrics, tracing=tracing,
-                       max_block_streams=max_block_streams)
+                       max_block_streams=max_block_streams, max_snapshot_streams=max_snapshot_streams)
     server.add_generic_rpc_handlers((node.rpc_handler(),))
     services = [NODE_SERVICE]
     if peer_servicer is not None:

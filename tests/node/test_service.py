@@ -16,6 +16,7 @@ from node.mempool import Admission, MempoolCode
 from node.observability import NodeMetrics, setup_tracing
 from node.service import (
     SNAPSHOT_CHUNK_BYTES,
+    NodeService,
     bound_port,
     snapshot_app_hash,
     snapshot_chunks,
@@ -376,6 +377,45 @@ def test_stream_blocks_beyond_max_block_streams_are_refused_until_one_closes() -
         calls[1].cancel()
 
     serve(scenario, latest=3, max_block_streams=2)
+
+
+class Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    """What NodeService's streaming handlers use of a grpc.aio context: abort raises."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+def test_snapshot_downloads_beyond_max_snapshot_streams_are_refused() -> None:
+    """A download holds the whole snapshot while it lasts: beyond max_snapshot_streams open at
+    once, another is refused; a finished or cancelled one frees its slot. (Called on the
+    servicer directly: through a channel, gRPC's buffers let a small download finish at once.)"""
+
+    async def scenario() -> None:
+        backend = FakeBackend(0)
+        data = fake_snapshot(4, b"\xcc" * 32, 2 * SNAPSHOT_CHUNK_BYTES)
+        backend.snapshots = {4: data}
+        service = NodeService(backend, max_snapshot_streams=1)  # type: ignore[arg-type]
+        request = node_pb2.GetSnapshotRequest(height=4)
+        first = service.GetSnapshot(request, FakeContext())
+        head = await anext(first)  # open: one chunk of three sent
+        assert (head.index, head.total) == (0, 3)
+        with pytest.raises(Aborted) as info:
+            await anext(service.GetSnapshot(request, FakeContext()))
+        assert info.value.args == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   "1 snapshot downloads are open; at most 1: retry later")
+        rest = [chunk async for chunk in first]
+        assert head.data + b"".join(c.data for c in rest) == data
+        again = service.GetSnapshot(request, FakeContext())
+        assert (await anext(again)).index == 0  # the slot is free again
+        await again.aclose()  # a client that cancels frees it too
+        assert service.snapshot_streams.open == 0
+
+    asyncio.run(scenario())
 
 
 def test_stream_blocks_ends_with_not_found_at_a_pruned_block() -> None:
