@@ -35,6 +35,7 @@ from consensus import (
     VoteType,
     WalAppend,
     compute_block_id,
+    ed25519_verify,
 )
 
 CHAIN = "ita-test"
@@ -85,6 +86,21 @@ def make_proposal(round_: int, name: str, pol: int = -1, by: int | None = None, 
     p = Proposal(height, round_, pol, compute_block_id(BLOCKS[name]), VSET.validators[who].address)
     sig = SIGNERS[who].sign(SignRequest(height, round_, Step.PROPOSE, p.sign_bytes(CHAIN)))
     return ProposalMessage(SignedProposal(p, sig), body)
+
+
+def counting_core(me: int) -> tuple[ConsensusCore, list[bytes]]:
+    """A started core (height 1) for validator `me` whose signature checks are recorded: the
+    list gets the signed bytes of each message the core verifies."""
+    calls: list[bytes] = []
+
+    def counting_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+        calls.append(message)
+        return ed25519_verify(public_key, message, signature)
+
+    vset = ValidatorSet([(s.public_key, 1) for s in SIGNERS], verifier=counting_verify)
+    core = ConsensusCore(CFG, vset, GuardedSigner(SIGNERS[me]), CHAIN)
+    core.step(StartHeight(1))
+    return core, calls
 
 
 @dataclass

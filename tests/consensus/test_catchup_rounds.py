@@ -6,24 +6,20 @@ are ahead still move the core (L55 round skip, L49 decision)."""
 from __future__ import annotations
 
 from consensus import (
-    ConsensusCore,
     Decide,
-    GuardedSigner,
     SignedVote,
     StartHeight,
-    ValidatorSet,
     Vote,
     VoteType,
     compute_block_id,
-    ed25519_verify,
 )
 from tests.consensus.harness import (
     BLOCKS,
     CFG,
-    CHAIN,
     SIGNERS,
     VSET,
     Harness,
+    counting_core,
     make_proposal,
     role,
     sign_vote,
@@ -31,22 +27,9 @@ from tests.consensus.harness import (
 )
 
 
-def _counting_core(me: int) -> tuple[ConsensusCore, list[bytes]]:
-    calls: list[bytes] = []
-
-    def counting_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-        calls.append(message)
-        return ed25519_verify(public_key, message, signature)
-
-    vset = ValidatorSet([(s.public_key, 1) for s in SIGNERS], verifier=counting_verify)
-    core = ConsensusCore(CFG, vset, GuardedSigner(SIGNERS[me]), CHAIN)
-    core.step(StartHeight(1))
-    return core, calls
-
-
 def test_one_validator_opens_at_most_its_budget_of_rounds_ahead() -> None:
     me = role("x")
-    core, calls = _counting_core(me)
+    core, calls = counting_core(me)
     byzantine = next(v for v in range(len(SIGNERS)) if v != me)
     for round_ in range(5, 505):
         for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
@@ -59,7 +42,7 @@ def test_one_validator_opens_at_most_its_budget_of_rounds_ahead() -> None:
 
 def test_rounds_up_to_round_plus_one_and_opened_rounds_cost_no_budget() -> None:
     me = role("x")
-    core, _ = _counting_core(me)
+    core, _ = counting_core(me)
     others = [v for v in range(len(SIGNERS)) if v != me]
     byzantine = others[0]
     core.step(sign_vote(byzantine, VoteType.PREVOTE, 1, None))  # round_p + 1: free
@@ -84,7 +67,7 @@ def test_honest_validators_ahead_still_make_the_core_skip_rounds_after_a_flood()
     """A Byzantine validator spends its budget on rounds 50 and 51; two honest validators
     (f+1 of 4) at round 7 still open round 7 and the core skips to it (L55)."""
     me = role("x")
-    core, _ = _counting_core(me)
+    core, _ = counting_core(me)
     others = [v for v in range(len(SIGNERS)) if v != me]
     byzantine, honest = others[0], others[1:]
     for round_ in range(50, 60):

@@ -6,19 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 from consensus import (
-    ConsensusCore,
     Ed25519Signer,
-    GuardedSigner,
     ProposalMessage,
     SignedVote,
     SignRequest,
     StartHeight,
     Step,
-    ValidatorSet,
     Vote,
     VoteType,
     compute_address,
-    ed25519_verify,
 )
 from consensus.nextheight import NextHeightBuffer
 from tests.consensus.harness import (
@@ -27,6 +23,7 @@ from tests.consensus.harness import (
     SIGNERS,
     VSET,
     Harness,
+    counting_core,
     make_proposal,
     proposer,
     role,
@@ -134,16 +131,8 @@ def test_drain_hands_back_the_kept_height_only_and_moves_on() -> None:
 def test_the_core_checks_a_buffered_messages_signature_once() -> None:
     """Votes and the proposal kept for height 2 are verified when they arrive and are not
     verified again when StartHeight(2) replays them; they then count as usual."""
-    calls: list[bytes] = []
-
-    def counting_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-        calls.append(message)
-        return ed25519_verify(public_key, message, signature)
-
-    vset = ValidatorSet([(s.public_key, 1) for s in SIGNERS], verifier=counting_verify)
     me = role("x")
-    core = ConsensusCore(CFG, vset, GuardedSigner(SIGNERS[me]), CHAIN)
-    core.step(StartHeight(1))
+    core, calls = counting_core(me)
     early = [make_proposal(0, "A", height=NEXT)] + [
         sign_vote(v, VoteType.PREVOTE, 0, "A", height=NEXT) for v in range(len(SIGNERS)) if v != me
     ]
