@@ -139,7 +139,7 @@ from stf.signing import tx_hash as hash_of_tx
 log = logging.getLogger("ita.engine")
 
 SYNC_BATCH = 50  # blocks asked for per request
-SYNC_RETRY_S = 2.0
+SYNC_RETRY_S = 2.0  # no synced block for this long: ask again for the heights in flight
 STATUS_EVERY_S = 1.0
 STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the current height
 STALL_RESEND_MAX = 64
@@ -219,7 +219,9 @@ class Engine:
         self.height_changed = asyncio.Condition()
         self.own_messages: list[bytes] = []  # what we broadcast at the current height (re-sent on a stall)
         self.sync_buffer: dict[int, tuple[bytes, CommitCertificate]] = {}
-        self.sync_requested_at = 0.0
+        self.sync_requested_at = 0.0  # last request, or last block buffered since (the retry timer)
+        self.sync_requested_to = 0  # highest height asked for; heights up to it are in flight
+        self._sync_progressed = False  # a synced block was buffered since the last request
         self.pending_gossip: list[bytes] = []
         self.evidence_file = Path(home.data_dir) / "evidence.jsonl"
         self.last_commit_at = 0.0
@@ -655,8 +657,9 @@ class Engine:
                 continue
             self.sync_buffer[height] = (raw, certificate)
             buffered += 1
-        if buffered:  # progress: the next request may go at once (forged blocks do not hasten it)
-            self.sync_requested_at = 0.0
+        if buffered:  # progress: the next batch may be asked for, and the retry timer restarts
+            self.sync_requested_at = time.monotonic()  # (forged blocks do neither)
+            self._sync_progressed = True
         self._feed_synced(self.core.height)
         return refused
 
@@ -694,22 +697,37 @@ class Engine:
         return 0
 
     def _maybe_sync(self) -> None:
+        """Keep one to two batches of the heights we miss in flight. A peer is ahead, even by one
+        height: ask for the blocks. Consensus may still deliver that height, but a node that
+        missed its precommits would otherwise wait for messages that the others, already at the
+        next height, do not resend. While blocks arrive, the next batch is asked for as soon as
+        less than a batch is in flight; heights already asked for are asked for again only when
+        nothing was asked or arrived for SYNC_RETRY_S (a peer may not have them, or may lie).
+        Asking on every arriving block made each block arrive ~17 times in a 47-height catch-up.
+        Without arrivals (a live node whose peers are a height ahead) it asks at most every
+        SYNC_RETRY_S."""
         best = self._best_peer_height()
         ours = self.app.height
         if best <= ours:
             return
-        # a peer is ahead, even by one height: ask it for the blocks (at most every SYNC_RETRY_S).
-        # Consensus may still deliver that height, but a node that missed its precommits would
-        # otherwise wait for messages that the others, already at the next height, do not resend.
-        now = time.monotonic()
-        if now - self.sync_requested_at < SYNC_RETRY_S:
-            return
-        self.sync_requested_at = now
         start = ours + 1
         while start in self.sync_buffer:
             start += 1
-        if start <= best:
-            self.network.request_blocks(start, min(best, start + SYNC_BATCH - 1))
+        if start > best:
+            return
+        now = time.monotonic()
+        if now - self.sync_requested_at >= SYNC_RETRY_S:
+            self.sync_requested_to = start - 1  # nothing asked or arrived for a while: ask again
+        elif not self._sync_progressed or self.sync_requested_to - start + 1 >= SYNC_BATCH:
+            return  # no block arrived since the last request (live: peers just ahead), or enough in flight
+        first = max(start, self.sync_requested_to + 1)
+        if first > best:
+            return
+        last = min(best, first + SYNC_BATCH - 1)
+        self.sync_requested_at = now
+        self.sync_requested_to = last
+        self._sync_progressed = False
+        self.network.request_blocks(first, last)
 
     def _feed_synced(self, height: int) -> None:
         entry = self.sync_buffer.get(height)

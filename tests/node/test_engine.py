@@ -970,3 +970,60 @@ def test_a_peer_gets_a_bounded_share_of_the_consensus_queue(tmp_path: Path) -> N
     finally:
         engine.verifier.close()
         engine.store.close()
+
+
+def test_block_sync_keeps_a_batch_in_flight_and_asks_for_each_height_once(tmp_path: Path) -> None:
+    """A node far behind asks for SYNC_BATCH heights, then for the next batch as soon as blocks
+    arrive and less than a batch is in flight; it asks for heights in flight again only when
+    nothing arrived for SYNC_RETRY_S. (It used to ask again on every arriving block: each block
+    then arrived ~17 times in a 47-height catch-up.) A live node whose peers are a height ahead
+    asks at most every SYNC_RETRY_S."""
+
+    class Requests(engine_module.NullNetwork):
+        def __init__(self) -> None:
+            self.heights: dict[bytes, int] = {}
+            self.asked: list[tuple[int, int]] = []
+
+        def peer_heights(self) -> dict[bytes, int]:
+            return self.heights
+
+        def request_blocks(self, from_height: int, to_height: int) -> None:
+            self.asked.append((from_height, to_height))
+
+    engine = make_engine(tmp_path, chain_config(4), VALIDATORS[0])
+    try:
+        network = Requests()
+        engine.attach_network(network)
+        batch = engine_module.SYNC_BATCH
+        network.heights = {v.public_key: 200 for v in VALIDATORS[1:4]}
+        engine._maybe_sync()
+        engine._maybe_sync()  # a status message: nothing arrived, the batch is in flight
+        assert network.asked == [(1, batch)]
+
+        def arrives(height: int) -> None:  # what on_blocks does for a block it buffers
+            engine.sync_buffer[height] = (b"", None)  # type: ignore[assignment]
+            engine._sync_progressed = True
+            engine._maybe_sync()
+
+        arrives(1)
+        assert network.asked[-1] == (batch + 1, 2 * batch)  # less than a batch in flight now
+        for height in range(2, batch + 1):
+            arrives(height)
+        assert len(network.asked) == 2  # still a batch or more in flight: nothing asked twice
+        arrives(batch + 1)
+        assert network.asked[-1] == (2 * batch + 1, 3 * batch)
+        engine.sync_requested_at -= engine_module.SYNC_RETRY_S  # nothing arrived for a while
+        engine._maybe_sync()
+        assert network.asked[-1] == (batch + 2, 2 * batch + 1)  # the missing heights, again
+        # live: the buffer is applied, peers one height ahead
+        engine.sync_buffer.clear()
+        network.heights = {v.public_key: 1 for v in VALIDATORS[1:4]}
+        network.asked.clear()
+        engine.sync_requested_at = 0.0
+        engine._sync_progressed = False
+        for _ in range(3):
+            engine._maybe_sync()
+        assert network.asked == [(1, 1)]
+    finally:
+        engine.verifier.close()
+        engine.store.close()
