@@ -40,7 +40,10 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
   same way when it is misbehaviour: a consensus message that does not decode or is signed in
   another validator's name (peers send only their own), a block without a valid certificate,
   and, reported later through ``report_misbehaviour``, a consensus signature that does not
-  verify. A consensus message beyond the peer's share of the core's queue is only counted.
+  verify. A consensus message beyond the peer's share of the core's queue is only counted,
+  and so is a ``block_request`` while two answers' worth of blocks (2 x
+  ``max_blocks_per_request``) still wait to be written to that peer: a peer that asks faster
+  than it reads makes us read no more blocks from disk for it.
   A peer disconnected for misbehaviour is refused ("banned") for ``kick_ban_s`` (30 s), in
   both directions, so reconnecting does not buy it a fresh allowance of bad messages.
 - writer: drains the peer's ``OutboundQueue``. Sending never blocks the engine: the queue
@@ -168,6 +171,7 @@ class OutboundQueue:
         self._urgent: deque[tuple[str, bytes]] = deque()
         self._bulk: deque[tuple[str, bytes]] = deque()
         self._bytes = 0
+        self._by_kind: dict[str, int] = {}  # messages queued, per kind
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
@@ -177,16 +181,25 @@ class OutboundQueue:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def queued(self, kind: str) -> int:
+        """How many messages of `kind` wait to be written."""
+        return self._by_kind.get(kind, 0)
+
+    def _count(self, kind: str, delta: int) -> None:
+        self._by_kind[kind] = self._by_kind.get(kind, 0) + delta
+
     def put(self, kind: str, data: bytes, bulk: bool = False) -> list[str]:
         """Enqueue; return the kinds of the messages dropped to make room (maybe this one)."""
         if len(data) > self.max_bytes:
             return [kind]
         (self._bulk if bulk else self._urgent).append((kind, data))
         self._bytes += len(data)
+        self._count(kind, 1)
         dropped: list[str] = []
         while len(self) > self.max_messages or self._bytes > self.max_bytes:
             victim_kind, victim = (self._bulk if self._bulk else self._urgent).popleft()
             self._bytes -= len(victim)
+            self._count(victim_kind, -1)
             dropped.append(victim_kind)
         self._ready.set()
         return dropped
@@ -197,6 +210,7 @@ class OutboundQueue:
             await self._ready.wait()
         kind, data = (self._urgent if self._urgent else self._bulk).popleft()
         self._bytes -= len(data)
+        self._count(kind, -1)
         return kind, data
 
 
@@ -406,6 +420,10 @@ class _Conn:
             self._bad("garbage", f"block_request from {from_height} max {max_blocks}")
             return
         limits = self.net.limits
+        backlog = self.queue.queued("block")
+        if backlog >= 2 * limits.max_blocks_per_request:  # it is not reading what it asked for
+            self.net.metrics.peer_messages_dropped.labels(reason="block_request_backlog").inc()
+            return
         to_height = from_height + min(max_blocks, limits.max_blocks_per_request) - 1
         blocks = self.net.handler.blocks_for(from_height, to_height, limits.max_block_response_bytes)
         for raw in blocks:

@@ -24,6 +24,7 @@ from node.peers import (
     OutboundQueue,
     PeerLimits,
     PeerNetwork,
+    _Conn,
     block_message,
     hello_sign_bytes,
 )
@@ -210,6 +211,7 @@ def test_outbound_queue_priorities_and_drop_oldest_txs_first() -> None:
         assert q.put("consensus", b"c4") == ["txs"]  # then t2
         assert q.put("txs", b"t3", bulk=True) == ["txs"]  # no room for txs: the new batch itself
         assert q.put("consensus", b"c5") == ["consensus"]  # only urgent left: the oldest goes
+        assert (q.queued("consensus"), q.queued("txs")) == (4, 0)  # counted through the drops
         assert [await q.get() for _ in range(4)] == [("consensus", b"c2"), ("consensus", b"c3"),
                                                      ("consensus", b"c4"), ("consensus", b"c5")]
         q.put("txs", b"t4", bulk=True)
@@ -218,6 +220,7 @@ def test_outbound_queue_priorities_and_drop_oldest_txs_first() -> None:
         assert await q.get() == ("txs", b"t4")
         assert len(q) == 0 and q.size_bytes == 0
         assert q.put("block", b"x" * 2000) == ["block"]  # larger than the whole queue
+        assert q.queued("block") == q.queued("consensus") == q.queued("txs") == 0
         # byte bound
         q2 = OutboundQueue(max_messages=100, max_bytes=10)
         q2.put("txs", b"aaaa", bulk=True)
@@ -228,6 +231,32 @@ def test_outbound_queue_priorities_and_drop_oldest_txs_first() -> None:
         await asyncio.sleep(0)
         q.put("consensus", b"late")
         assert await waiter == ("consensus", b"late")
+
+    run(scenario)
+
+
+def test_a_peer_that_does_not_read_its_blocks_gets_no_more_served() -> None:
+    """A block_request is served only while fewer than two answers' worth of blocks wait to be
+    written to the peer (OutboundQueue.queued): one that asks faster than it reads makes the
+    node read no more blocks from disk for it; once it reads, it is served again."""
+
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        handler = FakeHandler(our_height=10_000)
+        net = PeerNetwork(chain_id=CHAIN, signer=kb, peers=[], handler=handler, limits=LIMITS)
+        conn = _Conn(net, ka.public_key, "test", None, 0, False, "a")  # type: ignore[arg-type]
+        per_request = LIMITS.max_blocks_per_request
+        ask = node_pb2.BlockRequest(from_height=1, max_blocks=per_request)
+        request = node_pb2.PeerMessage(block_request=ask)
+        for _ in range(3):
+            conn._dispatch(request.SerializeToString())
+        assert len(handler.served) == 2 and conn.queue.queued("block") == 2 * per_request
+        assert net.metrics.registry.get_sample_value(
+            "ita_peer_messages_dropped_total", {"reason": "block_request_backlog"}) == 1
+        for _ in range(per_request // 2):  # the writer sends some of them
+            assert (await conn.queue.get())[0] == "block"
+        conn._dispatch(request.SerializeToString())
+        assert len(handler.served) == 3 and conn.bad_messages == 0
 
     run(scenario)
 
