@@ -76,6 +76,7 @@ def connect_metrics(engine: Engine, metrics: NodeMetrics) -> None:
             state["height_started"] = now
         elif event == "verify":
             metrics.tx_verify_latency.observe(float(fields["seconds"]))  # type: ignore[arg-type]
+            metrics.txs_verified.inc(float(fields["txs"]))  # type: ignore[arg-type]
         elif event == "round":
             metrics.rounds.inc()
             metrics.round.set(float(fields["round"]))  # type: ignore[arg-type]

@@ -128,6 +128,9 @@ class NodeMetrics:
                                            "Signature verification of one batch of admitted txs, "
                                            "from queueing it for the workers to their verdict.",
                                            buckets=_LATENCY_BUCKETS, registry=r)
+        self.txs_verified = Counter("ita_txs_verified", "Txs whose signatures the workers checked "
+                                    "(admissions, gossip and proposals; each tx once per node).",
+                                    registry=r)
         self.block_apply_latency = Histogram("ita_block_apply_latency_seconds",
                                              "Applying one block through the STF.",
                                              buckets=_LATENCY_BUCKETS, registry=r)

@@ -312,6 +312,7 @@ def test_the_engine_feeds_the_verify_commit_and_stage_metrics(tmp_path: Path) ->
 
     asyncio.run(scenario())
     assert sample("ita_tx_verify_latency_seconds_count") == 1  # one batch of one tx
+    assert sample("ita_txs_verified_total") == 1
     assert 0 < sample("ita_tx_verify_latency_seconds_sum") < 30
     assert sample("ita_block_txs_count") >= 1 and sample("ita_block_apply_latency_seconds_count") >= 1
     assert sample("ita_block_stage_seconds_count", stage="execute") >= 1
