@@ -32,7 +32,7 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
 - reader: parses each PeerMessage itself (the method is registered with raw bytes, so
   garbage never aborts the RPC inside gRPC), checks per-kind bounds, and dispatches to the
   ``PeerHandler``; consensus/status/blocks synchronously, tx batches through a small
-  bounded inbound queue drained by the tx task (tx verification never delays the peer's
+  inbound queue, bounded in batches and bytes, drained by the tx task (tx verification never delays the peer's
   consensus messages; a full queue drops the batch). ``block_request`` is served from
   ``PeerHandler.blocks_for`` as ``block`` messages. A malformed or oversized message is
   dropped and counted (``ita_peer_messages_dropped_total{reason}``); after
@@ -135,6 +135,7 @@ class PeerLimits:
     queue_messages: int = 2048  # per-peer outbound queue
     queue_bytes: int = 64 * 1024 * 1024
     inbound_tx_batches: int = 64  # per-peer, awaiting on_txs
+    inbound_tx_bytes: int = 16 * 1024 * 1024  # per-peer bytes of those batches
     max_bad_messages: int = 10
     kick_ban_s: float = 30.0  # a peer disconnected for misbehaviour is refused this long
     replay_consensus_messages: int = 128  # replayed to a newly connected peer (0: off)
@@ -286,6 +287,7 @@ class _Conn:
         limits = net.limits
         self.queue = OutboundQueue(limits.queue_messages, limits.queue_bytes)
         self.inbound_txs: asyncio.Queue[list[bytes]] = asyncio.Queue(limits.inbound_tx_batches)
+        self.inbound_tx_bytes = 0  # bytes of the batches in inbound_txs
         self.bad_messages = 0
         self.close_reason = ""
         self.kicked = False  # closed because of the peer's misbehaviour
@@ -336,6 +338,7 @@ class _Conn:
     async def _tx_loop(self) -> None:
         while True:
             batch = await self.inbound_txs.get()
+            self.inbound_tx_bytes -= sum(map(len, batch))
             try:
                 await self.net.handler.on_txs(batch, self.key)
             except Exception:
@@ -410,10 +413,12 @@ class _Conn:
         if any(not tx or len(tx) > MAX_TX_BYTES for tx in txs):
             self._bad("oversized", f"tx batch with an empty or > {MAX_TX_BYTES}-byte tx")
             return
-        try:
-            self.inbound_txs.put_nowait(txs)
-        except asyncio.QueueFull:
+        size = sum(map(len, txs))
+        if self.inbound_tx_bytes + size > limits.inbound_tx_bytes or self.inbound_txs.full():
             self.net.metrics.peer_messages_dropped.labels(reason="inbound_txs_full").inc()
+            return
+        self.inbound_txs.put_nowait(txs)
+        self.inbound_tx_bytes += size
 
     def _serve_blocks(self, from_height: int, max_blocks: int) -> None:
         if from_height < 1 or max_blocks < 1:

@@ -7,6 +7,7 @@ times; ``wait_until`` has a generous safety timeout so a bug fails instead of ha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -175,9 +176,13 @@ def failures(node: Node, reason: str) -> float:
     return value or 0.0
 
 
-def dropped(node: Node, reason: str) -> float:
-    value = node.metrics.registry.get_sample_value("ita_peer_messages_dropped_total", {"reason": reason})
+def dropped_from(net: PeerNetwork, reason: str) -> float:
+    value = net.metrics.registry.get_sample_value("ita_peer_messages_dropped_total", {"reason": reason})
     return value or 0.0
+
+
+def dropped(node: Node, reason: str) -> float:
+    return dropped_from(node.net, reason)
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -251,12 +256,39 @@ def test_a_peer_that_does_not_read_its_blocks_gets_no_more_served() -> None:
         for _ in range(3):
             conn._dispatch(request.SerializeToString())
         assert len(handler.served) == 2 and conn.queue.queued("block") == 2 * per_request
-        assert net.metrics.registry.get_sample_value(
-            "ita_peer_messages_dropped_total", {"reason": "block_request_backlog"}) == 1
+        assert dropped_from(net, "block_request_backlog") == 1
         for _ in range(per_request // 2):  # the writer sends some of them
             assert (await conn.queue.get())[0] == "block"
         conn._dispatch(request.SerializeToString())
         assert len(handler.served) == 3 and conn.bad_messages == 0
+
+    run(scenario)
+
+
+def test_a_peers_waiting_tx_batches_are_bounded_in_bytes() -> None:
+    """Tx batches wait for the engine in a per-peer queue bounded in batches and in bytes
+    (inbound_tx_bytes): without the byte bound, 64 batches near the message limit each could
+    hold ~512 MiB per peer. Beyond it a batch is dropped and counted, not held against the peer."""
+
+    async def scenario() -> None:
+        ka, kb = keys(2)
+        handler = FakeHandler()
+        limits = dataclasses.replace(LIMITS, inbound_tx_bytes=1_000)
+        net = PeerNetwork(chain_id=CHAIN, signer=kb, peers=[], handler=handler, limits=limits)
+        conn = _Conn(net, ka.public_key, "test", None, 0, False, "a")  # type: ignore[arg-type]
+        batch = node_pb2.PeerMessage(txs=node_pb2.TxBatch(txs=[b"t" * 200, b"u" * 200])).SerializeToString()
+        for _ in range(3):
+            conn._dispatch(batch)
+        assert conn.inbound_txs.qsize() == 2 and conn.inbound_tx_bytes == 800
+        assert dropped_from(net, "inbound_txs_full") == 1 and conn.bad_messages == 0
+        loop = asyncio.create_task(conn._tx_loop())
+        try:
+            await wait_until(lambda: len(handler.txs) == 2)
+            assert conn.inbound_tx_bytes == 0
+            conn._dispatch(batch)  # room again
+            await wait_until(lambda: len(handler.txs) == 3)
+        finally:
+            loop.cancel()
 
     run(scenario)
 
