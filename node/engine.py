@@ -140,6 +140,7 @@ log = logging.getLogger("ita.engine")
 
 SYNC_BATCH = 50  # blocks asked for per request
 SYNC_RETRY_S = 2.0  # no synced block for this long: ask again for the heights in flight
+SYNC_WINDOW = 4 * SYNC_BATCH  # synced blocks are asked for and kept only this far above our height
 STATUS_EVERY_S = 1.0
 STALL_S = 2.0  # no commit for this long: re-send our consensus messages of the current height
 STALL_RESEND_MAX = 64
@@ -643,8 +644,8 @@ class Engine:
         refused = buffered = 0
         for committed in blocks:
             height = committed.block.header.height
-            if height <= self.app.height or height in self.sync_buffer:
-                continue
+            if not self.app.height < height <= self.app.height + SYNC_WINDOW or height in self.sync_buffer:
+                continue  # far ahead: not asked for (a peer pushing the whole chain must not fill memory)
             raw = encode_block(committed.block)
             try:  # checked here, not only by the core: a forged block must not hold the height's slot
                 certificate = CommitCertificate.decode(committed.certificate)
@@ -721,9 +722,10 @@ class Engine:
         elif not self._sync_progressed or self.sync_requested_to - start + 1 >= SYNC_BATCH:
             return  # no block arrived since the last request (live: peers just ahead), or enough in flight
         first = max(start, self.sync_requested_to + 1)
-        if first > best:
+        horizon = min(best, ours + SYNC_WINDOW)  # blocks buffered but not yet applied count too
+        if first > horizon:
             return
-        last = min(best, first + SYNC_BATCH - 1)
+        last = min(horizon, first + SYNC_BATCH - 1)
         self.sync_requested_at = now
         self.sync_requested_to = last
         self._sync_progressed = False

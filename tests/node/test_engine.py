@@ -437,6 +437,12 @@ def test_a_block_without_a_valid_certificate_does_not_hold_its_height_in_block_s
         good = certificate(block_id, sign=True)
         assert engine.on_blocks([block_pb2.CommittedBlock(block=block, certificate=good)], b"peer") == 0
         assert engine.sync_buffer[height][0] == encode_block(block)
+        # beyond SYNC_WINDOW: not asked for, so not kept (a peer pushing the chain would fill memory)
+        height = engine.app.height + engine_module.SYNC_WINDOW + 1
+        far = make_block(chain.chain_id, height, chain.genesis_time_ms + 3, proposer, bytes(32), bytes(32), [])
+        far_cert = certificate(compute_block_id(encode_block(far)), sign=True)
+        assert engine.on_blocks([block_pb2.CommittedBlock(block=far, certificate=far_cert)], b"peer") == 0
+        assert height not in engine.sync_buffer
 
     asyncio.run(scenario())
 
@@ -1013,6 +1019,12 @@ def test_block_sync_keeps_a_batch_in_flight_and_asks_for_each_height_once(tmp_pa
         assert len(network.asked) == 2  # still a batch or more in flight: nothing asked twice
         arrives(batch + 1)
         assert network.asked[-1] == (2 * batch + 1, 3 * batch)
+        window = engine_module.SYNC_WINDOW
+        for height in range(batch + 2, window - batch + 1):
+            arrives(height)  # none applied: asking stops at SYNC_WINDOW above our height
+        assert network.asked[-1][1] == window and max(h for _, h in network.asked) == window
+        for height in range(batch + 2, window + 1):
+            engine.sync_buffer.pop(height, None)
         engine.sync_requested_at -= engine_module.SYNC_RETRY_S  # nothing arrived for a while
         engine._maybe_sync()
         assert network.asked[-1] == (batch + 2, 2 * batch + 1)  # the missing heights, again
