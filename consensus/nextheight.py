@@ -12,13 +12,14 @@ Its memory and its slots must not be anyone's to take. So a message is kept only
   validator's name);
 - its round is below ``max_future_rounds`` (honest traffic for h+1 that reaches us before we
   finish h is a round or two; a node further behind catches up by block sync);
-- it is the first of its kind from its sender: one vote per (validator, round, type), and one
+- it is the first of its kind from its sender: one vote per (validator, round, type) plus one
+  conflicting vote (so equivocation found early still becomes evidence at StartHeight), and one
   proposal per round, from that round's proposer at h+1 only;
 - for a proposal, the blocks of the kept proposals fit in ``max_future_bytes`` together.
 
-So a Byzantine validator can fill only its own slots: at most 2 * max_future_rounds votes and
-the proposals of the rounds it proposes. An equivocating validator's second vote for a slot is
-dropped here (if it equivocates again at h+1, the core records the evidence then).
+So a Byzantine validator can fill only its own slots: at most 4 * max_future_rounds votes and
+the proposals of the rounds it proposes. A third vote for one slot is dropped unchecked (fault
+"equivocation"), as the core does.
 
 The signature is checked once: ``drain`` hands the kept messages back for the core to loop
 back as inputs, and ``take_verified`` tells the core that a message came from here verified.
@@ -46,7 +47,8 @@ class NextHeightBuffer:
         self._proposers = ProposerSelector(vset, config.initial_height)
         self.height = 0  # the height whose messages are kept (0: none yet)
         self._messages: list[ProposalMessage | SignedVote] = []
-        self._votes: dict[tuple[int, int, VoteType], None] = {}  # (validator index, round, type)
+        # (validator index, round, type) -> block ids of the votes kept for it (at most 2)
+        self._votes: dict[tuple[int, int, VoteType], list[bytes]] = {}
         self._proposal_rounds: dict[int, None] = {}
         self._bytes = 0  # block bytes of the kept proposals
         self._verified: dict[SignedVote | SignedProposal, None] = {}
@@ -80,12 +82,17 @@ class NextHeightBuffer:
         if index is None:
             return False
         slot = (index, vote.round, vote.type)
-        if slot in self._votes:
-            return False
+        kept = self._votes.get(slot)
+        if kept is not None:
+            if vote.block_id in kept:
+                return False  # a duplicate (or a copy with another signature)
+            if len(kept) >= 2:
+                self.fault = "equivocation"  # a third vote for the slot: dropped unchecked
+                return False
         if not self._vset.verify(index, vote.sign_bytes(self._chain_id), signed.signature):
             self.fault = "bad_signature"
             return False
-        self._votes[slot] = None
+        self._votes.setdefault(slot, []).append(vote.block_id)
         self._messages.append(signed)
         return True
 

@@ -65,14 +65,26 @@ def test_a_stranger_or_another_height_gets_no_slot() -> None:
     assert len(buffer) == 0
 
 
-def test_one_vote_per_validator_round_and_type() -> None:
+def test_one_vote_and_one_conflicting_vote_per_validator_round_and_type() -> None:
     buffer = _buffer()
     assert buffer.offer(sign_vote(0, VoteType.PREVOTE, 0, "A", height=NEXT))
     assert not buffer.offer(sign_vote(0, VoteType.PREVOTE, 0, "A", height=NEXT))  # duplicate
-    assert not buffer.offer(sign_vote(0, VoteType.PREVOTE, 0, "B", height=NEXT))  # equivocation
+    assert buffer.fault is None
+    assert buffer.offer(sign_vote(0, VoteType.PREVOTE, 0, "B", height=NEXT))  # equivocation: kept once
+    assert not buffer.offer(sign_vote(0, VoteType.PREVOTE, 0, "C", height=NEXT))  # a third: dropped
+    assert buffer.fault == "equivocation"
     assert buffer.offer(sign_vote(0, VoteType.PRECOMMIT, 0, "A", height=NEXT))
     assert buffer.offer(sign_vote(0, VoteType.PREVOTE, 1, None, height=NEXT))
-    assert len(buffer) == 3
+    assert len(buffer) == 4
+
+
+def test_an_equivocation_seen_before_the_height_becomes_evidence_at_start_height() -> None:
+    h = Harness(role("x"))
+    h.core.step(StartHeight(1))
+    voter = next(v for v in range(len(SIGNERS)) if v != h.me)
+    h.core.step(sign_vote(voter, VoteType.PREVOTE, 0, "A", height=NEXT))
+    h.core.step(sign_vote(voter, VoteType.PREVOTE, 0, "B", height=NEXT))
+    assert ("evidence", "DuplicateVoteEvidence") in summarize(h.core.step(StartHeight(NEXT)))
 
 
 def test_rounds_at_or_beyond_max_future_rounds_are_dropped() -> None:
@@ -108,11 +120,15 @@ def test_a_flooding_validator_fills_only_its_own_slots() -> None:
             buffer.offer(sign_vote(byzantine, vote_type, round_, "A", height=NEXT))
             for victim in range(1, len(SIGNERS)):
                 buffer.offer(_forged(victim, vote_type, round_ % rounds))
-    assert len(buffer) == 2 * rounds
+    for round_ in range(100):  # and conflicting votes for each slot
+        for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+            buffer.offer(sign_vote(byzantine, vote_type, round_, "B", height=NEXT))
+            buffer.offer(sign_vote(byzantine, vote_type, round_, None, height=NEXT))
+    assert len(buffer) == 4 * rounds
     for honest in range(1, len(SIGNERS)):
         assert buffer.offer(sign_vote(honest, VoteType.PREVOTE, 0, "A", height=NEXT))
         assert buffer.offer(sign_vote(honest, VoteType.PRECOMMIT, 0, "A", height=NEXT))
-    assert len(buffer) == 2 * rounds + 2 * (len(SIGNERS) - 1)
+    assert len(buffer) == 4 * rounds + 2 * (len(SIGNERS) - 1)
 
 
 def test_drain_hands_back_the_kept_height_only_and_moves_on() -> None:
