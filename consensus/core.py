@@ -186,12 +186,12 @@ class ConsensusCore:
         if not self._admit_height_round(signed, vote.height, vote.round):
             return False
         opens = self._opens_catchup_round(vote.round)
-        index = self.vset.index_of(vote.validator)
-        if opens and (index is None or not self._may_open_round(index)):
-            return False
-        status, _ = self._votes.add(signed, verified=self._next.take_verified(signed))
+        if opens:
+            sender = self.vset.index_of(vote.validator)
+            if sender is None or not self._may_open_round(sender):
+                return False
+        status, index = self._votes.add(signed, verified=self._next.take_verified(signed))
         if opens and vote.round in self._votes.rounds:  # verified and counted: charge its sender
-            assert index is not None
             self._charge_catchup_round(index, vote.round)
         if status is AddStatus.ADDED:
             if vote.validator == self.own_address:
@@ -200,8 +200,6 @@ class ConsensusCore:
         if status is AddStatus.CONFLICT:
             vote_set = self._votes.get(vote.round, vote.type)
             assert vote_set is not None
-            index = self.vset.index_of(vote.validator)
-            assert index is not None
             out.append(EvidenceFound(DuplicateVoteEvidence.of(vote_set.votes[index], signed)))
             return True
         if status is AddStatus.BAD_SIGNATURE:

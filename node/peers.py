@@ -32,8 +32,8 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
 - reader: parses each PeerMessage itself (the method is registered with raw bytes, so
   garbage never aborts the RPC inside gRPC), checks per-kind bounds, and dispatches to the
   ``PeerHandler``; consensus/status/blocks synchronously, tx batches through a small
-  inbound queue, bounded in batches and bytes, drained by the tx task (tx verification never delays the peer's
-  consensus messages; a full queue drops the batch). ``block_request`` is served from
+  inbound queue, bounded in batches and bytes, drained by the tx task (tx verification
+  never delays the peer's consensus messages; a full queue drops the batch). ``block_request`` is served from
   ``PeerHandler.blocks_for`` as ``block`` messages. A malformed or oversized message is
   dropped and counted (``ita_peer_messages_dropped_total{reason}``); after
   ``max_bad_messages`` of them the peer is disconnected. What the engine refuses counts the
@@ -286,8 +286,9 @@ class _Conn:
         self.moniker = moniker
         limits = net.limits
         self.queue = OutboundQueue(limits.queue_messages, limits.queue_bytes)
-        self.inbound_txs: asyncio.Queue[list[bytes]] = asyncio.Queue(limits.inbound_tx_batches)
-        self.inbound_tx_bytes = 0  # bytes of the batches in inbound_txs
+        # (batch, its bytes); inbound_tx_bytes is the sum of the queued batches' bytes
+        self.inbound_txs: asyncio.Queue[tuple[list[bytes], int]] = asyncio.Queue(limits.inbound_tx_batches)
+        self.inbound_tx_bytes = 0
         self.bad_messages = 0
         self.close_reason = ""
         self.kicked = False  # closed because of the peer's misbehaviour
@@ -337,8 +338,8 @@ class _Conn:
 
     async def _tx_loop(self) -> None:
         while True:
-            batch = await self.inbound_txs.get()
-            self.inbound_tx_bytes -= sum(map(len, batch))
+            batch, size = await self.inbound_txs.get()
+            self.inbound_tx_bytes -= size
             try:
                 await self.net.handler.on_txs(batch, self.key)
             except Exception:
@@ -417,7 +418,7 @@ class _Conn:
         if self.inbound_tx_bytes + size > limits.inbound_tx_bytes or self.inbound_txs.full():
             self.net.metrics.peer_messages_dropped.labels(reason="inbound_txs_full").inc()
             return
-        self.inbound_txs.put_nowait(txs)
+        self.inbound_txs.put_nowait((txs, size))
         self.inbound_tx_bytes += size
 
     def _serve_blocks(self, from_height: int, max_blocks: int) -> None:

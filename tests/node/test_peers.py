@@ -240,16 +240,22 @@ def test_outbound_queue_priorities_and_drop_oldest_txs_first() -> None:
     run(scenario)
 
 
+def unstarted_conn(handler: FakeHandler, limits: PeerLimits) -> tuple[PeerNetwork, _Conn]:
+    """A connection from keys(2)[0] to a network of keys(2)[1] with no stream and no tasks
+    running: the test calls its message handling and its queues directly."""
+    ka, kb = keys(2)
+    net = PeerNetwork(chain_id=CHAIN, signer=kb, peers=[], handler=handler, limits=limits)
+    return net, _Conn(net, ka.public_key, "test", None, 0, False, "a")  # type: ignore[arg-type]
+
+
 def test_a_peer_that_does_not_read_its_blocks_gets_no_more_served() -> None:
     """A block_request is served only while fewer than two answers' worth of blocks wait to be
     written to the peer (OutboundQueue.queued): one that asks faster than it reads makes the
     node read no more blocks from disk for it; once it reads, it is served again."""
 
     async def scenario() -> None:
-        ka, kb = keys(2)
         handler = FakeHandler(our_height=10_000)
-        net = PeerNetwork(chain_id=CHAIN, signer=kb, peers=[], handler=handler, limits=LIMITS)
-        conn = _Conn(net, ka.public_key, "test", None, 0, False, "a")  # type: ignore[arg-type]
+        net, conn = unstarted_conn(handler, LIMITS)
         per_request = LIMITS.max_blocks_per_request
         ask = node_pb2.BlockRequest(from_height=1, max_blocks=per_request)
         request = node_pb2.PeerMessage(block_request=ask)
@@ -271,11 +277,8 @@ def test_a_peers_waiting_tx_batches_are_bounded_in_bytes() -> None:
     hold ~512 MiB per peer. Beyond it a batch is dropped and counted, not held against the peer."""
 
     async def scenario() -> None:
-        ka, kb = keys(2)
         handler = FakeHandler()
-        limits = dataclasses.replace(LIMITS, inbound_tx_bytes=1_000)
-        net = PeerNetwork(chain_id=CHAIN, signer=kb, peers=[], handler=handler, limits=limits)
-        conn = _Conn(net, ka.public_key, "test", None, 0, False, "a")  # type: ignore[arg-type]
+        net, conn = unstarted_conn(handler, dataclasses.replace(LIMITS, inbound_tx_bytes=1_000))
         batch = node_pb2.PeerMessage(txs=node_pb2.TxBatch(txs=[b"t" * 200, b"u" * 200])).SerializeToString()
         for _ in range(3):
             conn._dispatch(batch)
