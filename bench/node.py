@@ -14,7 +14,10 @@ Prints one JSON object per result on stdout (progress goes to stderr):
   their signature workers and by the load clients, the machine's busy and steal cores, and
   the validators' and the workers' CPU microseconds per committed tx, all validators
   together; ``validator_to_worker`` is the first over the second: the node's own cost per tx
-  in units of its verification cost, which the machine's phase moves far less than latency),
+  in units of its verification cost, which the machine's phase moves far less than latency;
+  ``validator_ms_per_height``: the validators' CPU milliseconds per committed height, all
+  validators together -- at a low rate it is the cost of a height itself: consensus messages,
+  signatures, WAL and guard writes, block store, gossip and the event loop),
   ``verify_bound_per_s`` (the bound measured again on the idle machine just before this step's
   network starts and just after it stops, the higher of the two; both are in
   ``verify_bound_before_after_per_s``) and ``ratio_to_verify_bound`` = committed_per_s / that
@@ -245,8 +248,9 @@ class WindowCpu:
             time.sleep(max(0.0, at - time.time()))
             self.samples.append(sample(validator_pids, client_pids, time.monotonic()))
 
-    def report(self, committed_per_s: float) -> dict[str, Any] | None:
-        """Cores used in the window and CPU microseconds per committed tx (all validators together)."""
+    def report(self, committed_per_s: float, heights_per_s: float) -> dict[str, Any] | None:
+        """Cores used in the window, CPU microseconds per committed tx and milliseconds per committed
+        height (all validators together)."""
         self._thread.join(timeout=5)
         if len(self.samples) != 2 or self.samples[0] is None or self.samples[1] is None:
             return None
@@ -265,6 +269,9 @@ class WindowCpu:
             "validator_us_per_tx": per_tx(used.leaders),
             "verify_worker_us_per_tx": per_tx(used.rest),
             "validator_to_worker": round(used.leaders / used.rest, 3) if used.rest > 0 else None,
+            "validator_ms_per_height": (
+                round(used.leaders * 1e3 / heights_per_s, 2) if heights_per_s > 0 else None
+            ),
         }
 
 
@@ -366,7 +373,7 @@ def run_step(
         "blocks": len(blocks_in_window),
         "avg_block_txs": round(sum(blocks_in_window) / len(blocks_in_window), 1) if blocks_in_window else 0,
         "admissions": admissions,
-        "cpu": cpu.report(committed_rate),
+        "cpu": cpu.report(committed_rate, len(blocks_in_window) / args.measure),
         "clients": args.clients,
         "window_s": args.measure,
         "gc_freeze": plan.template.gc.freeze_after_block,
