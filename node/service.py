@@ -30,6 +30,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import struct
@@ -71,7 +72,7 @@ MAX_SNAPSHOT_STREAMS = 4  # GetSnapshot calls open at once (each holds a whole s
 
 
 class StreamSlots:
-    """A bound on the open streams of one kind; ``refusal()`` says why one more is refused."""
+    """A bound on the open streams of one kind: ``hold`` a slot for a stream's whole life."""
 
     __slots__ = ("what", "limit", "open")
 
@@ -80,10 +81,19 @@ class StreamSlots:
         self.limit = limit
         self.open = 0
 
-    def refusal(self) -> str | None:
-        if self.open < self.limit:
-            return None
-        return f"{self.open} {self.what} are open; at most {self.limit}: retry later"
+    @contextlib.asynccontextmanager
+    async def hold(self, context: Any) -> AsyncIterator[None]:
+        """A slot until the block ends; the RPC is aborted RESOURCE_EXHAUSTED if none is free."""
+        if self.open >= self.limit:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{self.open} {self.what} are open; at most {self.limit}: retry later")
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+
+
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Node"].full_name
 PEER_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 HASH_LEN = 32
@@ -283,11 +293,7 @@ class NodeService:
     async def GetSnapshot(
         self, request: node_pb2.GetSnapshotRequest, context: Any
     ) -> AsyncIterator[node_pb2.SnapshotChunk]:
-        refusal = self.snapshot_streams.refusal()
-        if refusal is not None:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        self.snapshot_streams.open += 1
-        try:
+        async with self.snapshot_streams.hold(context):
             found = self.backend.snapshot(request.height)
             if found is None or (request.height and found[0] != request.height):
                 what = f"at height {request.height}" if request.height else "at all"
@@ -300,30 +306,24 @@ class NodeService:
                 await _abort(context, grpc.StatusCode.INTERNAL, f"stored snapshot at {height} is malformed")
             for chunk in chunks:
                 yield chunk
-        finally:
-            self.snapshot_streams.open -= 1
 
     async def StreamBlocks(self, request: node_pb2.StreamBlocksRequest, context: Any) -> AsyncIterator[bytes]:
         height = max(1, request.from_height)
-        refusal = self.block_streams.refusal()
-        if refusal is not None:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        self.block_streams.open += 1
-        self.metrics.stream_blocks_subscribers.inc()
-        try:
-            while True:
-                latest = self.backend.latest_height()
-                while height <= latest:
-                    raw = self.backend.committed_block_bytes(height)
-                    if raw is None:
-                        await _abort(context, grpc.StatusCode.NOT_FOUND,
-                                     f"block {height} is not stored here (pruned?); latest is {latest}")
-                    yield raw
-                    height += 1
-                await self.backend.wait_for_height(height)
-        finally:
-            self.block_streams.open -= 1
-            self.metrics.stream_blocks_subscribers.dec()
+        async with self.block_streams.hold(context):
+            self.metrics.stream_blocks_subscribers.inc()
+            try:
+                while True:
+                    latest = self.backend.latest_height()
+                    while height <= latest:
+                        raw = self.backend.committed_block_bytes(height)
+                        if raw is None:
+                            await _abort(context, grpc.StatusCode.NOT_FOUND,
+                                         f"block {height} is not stored here (pruned?); latest is {latest}")
+                        yield raw
+                        height += 1
+                    await self.backend.wait_for_height(height)
+            finally:
+                self.metrics.stream_blocks_subscribers.dec()
 
     # ------------------------------------------------------------------ registration
 
