@@ -245,7 +245,12 @@ class Engine:
             mempool.verify_batch_max,
             nice=mempool.verify_nice,
             on_batch=self._verified_batch,
+            on_request=self._verify_request,
         )
+
+    def _verify_request(self, txs: int) -> None:
+        """A request (one or several merged admission batches) went to a signature worker."""
+        self._note("verify_request", {"txs": txs})
 
     def _verified_batch(self, txs: int, seconds: float) -> None:
         """A batch of admissions came back from the signature workers (queue wait included)."""

@@ -77,6 +77,8 @@ def connect_metrics(engine: Engine, metrics: NodeMetrics) -> None:
         elif event == "verify":
             metrics.tx_verify_latency.observe(float(fields["seconds"]))  # type: ignore[arg-type]
             metrics.txs_verified.inc(float(fields["txs"]))  # type: ignore[arg-type]
+        elif event == "verify_request":
+            metrics.verify_requests.inc()
         elif event == "round":
             metrics.rounds.inc()
             metrics.round.set(float(fields["round"]))  # type: ignore[arg-type]

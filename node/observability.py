@@ -131,6 +131,9 @@ class NodeMetrics:
         self.txs_verified = Counter("ita_txs_verified", "Txs whose signatures the workers checked "
                                     "(admissions, gossip and proposals; each tx once per node).",
                                     registry=r)
+        self.verify_requests = Counter("ita_verify_requests", "Requests sent to the signature workers, "
+                                       "each one admission batch or several merged (ita_txs_verified "
+                                       "over this: txs per request).", registry=r)
         self.block_apply_latency = Histogram("ita_block_apply_latency_seconds",
                                              "Applying one block through the STF.",
                                              buckets=_LATENCY_BUCKETS, registry=r)

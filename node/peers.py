@@ -50,7 +50,9 @@ After the handshake a ``_Conn`` runs three tasks until the stream ends or is clo
   has two lanes (consensus/status/blocks first, tx batches after) and bounds on count and
   bytes; on overflow the oldest tx batches are dropped first, then the oldest urgent
   messages (consensus re-gossips and block sync re-requests on its own).
-- tx: ``await handler.on_txs(batch, peer)`` one batch at a time.
+- tx: ``await handler.on_txs(batch, peer)`` one admission at a time; the batches that queued
+  meanwhile are merged into the next one (up to ``TX_ADMISSION_MERGE_MAX`` txs), so under load
+  a peer's gossip costs one admission per verifier round trip rather than one per batch.
 
 Consensus replay. The network remembers the last ``replay_consensus_messages`` consensus
 messages it broadcast (bounded in bytes too) and queues them, oldest first, to every peer
@@ -123,6 +125,9 @@ class HelloSigner(Protocol):
     def public_key(self) -> bytes: ...
 
     def sign(self, message: bytes) -> bytes: ...
+
+
+TX_ADMISSION_MERGE_MAX = 1024  # a peer's queued tx batches are merged into one admission up to ~this many txs
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +342,15 @@ class _Conn:
             sent.labels(kind=kind).inc()
 
     async def _tx_loop(self) -> None:
+        queue = self.inbound_txs
         while True:
-            batch, size = await self.inbound_txs.get()
+            batch, size = await queue.get()
+            # Batches that queued while the previous admission waited for the signature workers
+            # go in together: one admission (and verifier request) instead of one per batch.
+            while not queue.empty() and len(batch) < TX_ADMISSION_MERGE_MAX:
+                more, more_size = queue.get_nowait()
+                batch = batch + more
+                size += more_size
             self.inbound_tx_bytes -= size
             try:
                 await self.net.handler.on_txs(batch, self.key)

@@ -36,6 +36,7 @@ EXPECTED = {
     "ita_verify_backlog_txs": "gauge",
     "ita_tx_verify_latency_seconds": "histogram",
     "ita_txs_verified": "counter",
+    "ita_verify_requests": "counter",
     "ita_block_apply_latency_seconds": "histogram",
     "ita_block_stage_seconds": "histogram",
     "ita_block_txs_verified_inline": "counter",

@@ -22,6 +22,7 @@ from node.observability import NodeMetrics
 from node.peers import (
     GOSSIP_METHOD,
     HELLO_DOMAIN_TAG,
+    TX_ADMISSION_MERGE_MAX,
     OutboundQueue,
     PeerLimits,
     PeerNetwork,
@@ -286,10 +287,11 @@ def test_a_peers_waiting_tx_batches_are_bounded_in_bytes() -> None:
         assert dropped_from(net, "inbound_txs_full") == 1 and conn.bad_messages == 0
         loop = asyncio.create_task(conn._tx_loop())
         try:
-            await wait_until(lambda: len(handler.txs) == 2)
+            await wait_until(lambda: len(handler.txs) == 1)
+            assert handler.txs[0][0] == [b"t" * 200, b"u" * 200] * 2  # the two waiting batches, merged
             assert conn.inbound_tx_bytes == 0
             conn._dispatch(batch)  # room again
-            await wait_until(lambda: len(handler.txs) == 3)
+            await wait_until(lambda: len(handler.txs) == 2)
         finally:
             loop.cancel()
 
@@ -771,5 +773,30 @@ def test_recent_consensus_messages_are_replayed_to_a_peer_that_connects_later() 
         finally:
             await a.stop()
             await b.stop()
+
+    run(scenario)
+
+
+def test_tx_batches_that_wait_are_admitted_together_up_to_the_merge_bound() -> None:
+    """A peer's tx batches that queued while an admission ran go to the engine as one admission
+    (one signature-worker request instead of one per batch), in arrival order, until the merged
+    batch holds TX_ADMISSION_MERGE_MAX txs; the rest wait for the next admission."""
+
+    async def scenario() -> None:
+        handler = FakeHandler()
+        net, conn = unstarted_conn(handler, LIMITS)
+        per_batch = TX_ADMISSION_MERGE_MAX // 4
+        batches = [[bytes([i]) * 8 + j.to_bytes(4, "big") for j in range(per_batch)] for i in range(6)]
+        for txs in batches:
+            conn._dispatch(node_pb2.PeerMessage(txs=node_pb2.TxBatch(txs=txs)).SerializeToString())
+        loop = asyncio.create_task(conn._tx_loop())
+        try:
+            await wait_until(lambda: len(handler.txs) == 2)
+            first, second = handler.txs[0][0], handler.txs[1][0]
+            assert first == [tx for txs in batches[:4] for tx in txs]  # merged up to the bound
+            assert second == [tx for txs in batches[4:] for tx in txs]
+            assert conn.inbound_tx_bytes == 0 and conn.inbound_txs.empty()
+        finally:
+            loop.cancel()
 
     run(scenario)

@@ -409,3 +409,57 @@ def test_backlog_counts_queued_and_in_flight_txs() -> None:
     during, after = asyncio.run(scenario())
     assert during == (2, 8)
     assert after == (0, 0)
+
+
+def test_small_batches_queued_behind_a_busy_worker_leave_merged() -> None:
+    """Coalescing: while a worker holds a request, smaller jobs wait and then go as one request
+    (up to batch_max txs); each job still gets exactly its own verdicts, in order, and a job
+    whose txs the skip test drops takes no place in the merged request."""
+    first = [transfer_tx(3, 8000 + i) for i in range(3)]
+    smalls = [[transfer_tx(3, 8100 + 10 * j + i) for i in range(j % 3 + 1)] for j in range(10)]
+    bad = corrupt_signature(transfer_tx(3, 8999))
+    smalls[4] = [smalls[4][0], bad]
+    known = set(smalls[7])
+    sizes: list[int] = []
+
+    async def scenario() -> tuple[list[Verified], list[list[Verified | None]], int]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=64, on_request=sizes.append) as p:
+            busy = asyncio.ensure_future(p.verify_async(first))
+            await asyncio.sleep(0)  # the idle worker takes the first job at once
+            assert p.requests_sent == 1
+            later = [
+                asyncio.ensure_future(p.verify_async_unless(txs, txs, lambda key: key in known))
+                for txs in smalls
+            ]
+            await asyncio.sleep(0)
+            assert p.requests_sent == 1  # busy: the small jobs wait for its reply
+            answers = await asyncio.gather(*later)
+            return await busy, answers, p.requests_sent
+
+    head, answers, requests = asyncio.run(scenario())
+    assert [v.ok for v in head] == [True] * 3
+    for j, (txs, got) in enumerate(zip(smalls, answers, strict=True)):
+        if j == 7:
+            assert got == [None] * len(txs)  # skipped: known by the time it left the queue
+            continue
+        assert [v.hash for v in got if v is not None] == [tx_hash(tx) for tx in txs]
+        assert [v.ok for v in got if v is not None] == ([True, False] if j == 4 else [True] * len(txs))
+    merged = sum(len(txs) for j, txs in enumerate(smalls) if j != 7)
+    assert requests == 2 and sizes == [3, merged]
+
+
+def test_a_full_request_goes_to_a_busy_worker_without_waiting() -> None:
+    """Coalescing never holds back a full request: jobs of batch_max txs go at once to a worker
+    with room (up to MAX_IN_FLIGHT), as a lone validator's large client batches need."""
+    txs = [transfer_tx(3, 9000 + i) for i in range(12)]
+
+    async def scenario() -> tuple[int, list[Verified]]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=4) as p:
+            pending = asyncio.ensure_future(p.verify_async(txs))
+            await asyncio.sleep(0)
+            sent = p.requests_sent
+            return sent, await pending
+
+    sent, results = asyncio.run(scenario())
+    assert sent == 3
+    assert [v.hash for v in results] == [tx_hash(tx) for tx in txs]
