@@ -80,6 +80,19 @@ def test_signing_message_rejects_bad_chain_ids(chain_id: str) -> None:
         signing_message(chain_id, b"body")
 
 
+def test_signing_message_is_the_same_once_the_chain_prefix_is_remembered() -> None:
+    """A valid chain id's prefix is kept for later calls (a node signs and checks for one chain):
+    the bytes do not change, and an invalid id is refused every time, never remembered."""
+    first = signing_message("ita-cache-test", b"\x01")
+    assert signing_message("ita-cache-test", b"\x01") == first == b"ita/tx/v1\x00\x0eita-cache-test\x01"
+    assert signing_message("ita-cache-test", b"") == first[:-1]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="invalid chain id"):
+            signing_message("bad id", b"")
+    with pytest.raises(TypeError):
+        signing_message("ita-cache-test", "body")  # type: ignore[arg-type]
+
+
 def test_chain_id_length_boundary_and_type() -> None:
     assert signing_message("x" * 64, b"")[len(TX_DOMAIN_TAG)] == 64
     assert not is_valid_chain_id(b"ita-devnet-1")  # type: ignore[arg-type]
