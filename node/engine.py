@@ -224,6 +224,7 @@ class Engine:
         self.sync_requested_to = 0  # highest height asked for; heights up to it are in flight
         self._sync_progressed = False  # a synced block was buffered since the last request
         self.pending_gossip: list[bytes] = []
+        self._gossip_due = asyncio.Event()  # set when pending_gossip gets txs: the relay wakes only then
         self.evidence_file = Path(home.data_dir) / "evidence.jsonl"
         self.last_commit_at = 0.0
         self._verify_wait_s = 0.0  # how long the block being decided waited for its txs' verification
@@ -771,6 +772,7 @@ class Engine:
                 mempool.hold(1, len(raw))  # the next precheck counts it: the batch obeys the bounds too
         if todo and gossip:  # relay before verifying: the peers check them in parallel with us
             self.pending_gossip.extend(txs[i] for i in todo)
+            self._gossip_due.set()
         if todo:  # one span for the admission: the workers' check, then the mempool
             with optional_span(self.tracing, SPAN_TX_MEMPOOL, txs=len(todo), urgent=urgent) as span:
                 try:
@@ -816,9 +818,13 @@ class Engine:
         self.verifier = self._new_verifier()
 
     async def _gossip_loop(self) -> None:
+        """Relay admitted client txs in one batch per ``gossip_interval_ms``: the first tx after a
+        quiet spell starts the interval, so an idle node does not wake 100 times a second."""
         every_s = self.config.mempool.gossip_interval_ms / 1000
         while True:
-            await asyncio.sleep(every_s)
+            await self._gossip_due.wait()
+            await asyncio.sleep(every_s)  # what arrives meanwhile joins the batch
+            self._gossip_due.clear()
             if self.pending_gossip:
                 batch, self.pending_gossip = self.pending_gossip, []
                 self.network.broadcast_txs(batch)

@@ -736,6 +736,25 @@ def test_client_txs_are_relayed_before_their_signatures_are_checked(tmp_path: Pa
     asyncio.run(scenario())
 
 
+def test_the_relay_sleeps_while_idle_and_wakes_for_the_next_client_tx(tmp_path: Path) -> None:
+    """The gossip task waits for txs instead of ticking every gossip_interval_ms: after a relay
+    and a quiet spell it holds nothing due, and the next client tx is relayed as before."""
+
+    async def scenario() -> None:
+        network = TxRecorder()
+        async with started_engine(tmp_path, network) as engine:
+            signer = sdk_tx.Signer(TRADERS[0], engine.chain.chain_id)
+            first, second = (signer.sign(order("sell", 600_000 + i, 20)) for i in range(2))
+            assert [a.accepted for a in await engine.submit_txs([first])] == [True]
+            await wait_until(lambda: network.relayed == [first], timeout=10)
+            await asyncio.sleep(0.1)  # quiet: ten gossip intervals
+            assert not engine._gossip_due.is_set() and engine.pending_gossip == []
+            assert [a.accepted for a in await engine.submit_txs([second])] == [True]
+            await wait_until(lambda: network.relayed == [first, second], timeout=10)
+
+    asyncio.run(scenario())
+
+
 def test_txs_awaiting_their_signature_checks_count_against_the_mempool_bounds(tmp_path: Path) -> None:
     """A flood of submissions cannot queue for the workers without limit: the txs that passed the
     cheap checks hold their room in the mempool's bounds until their verdicts are back, so
