@@ -24,11 +24,12 @@ Theory of operation
 - Coalescing. A worker that is busy takes another ordinary request only when a full one
   (``batch_max`` txs) is queued; smaller jobs wait for its reply and then leave together.
   A request costs ~150 us of owner CPU and ~100-160 us in the worker whatever its size
-  (pickling, pipe and thread hand-offs, event-loop callbacks): with four validators on two
-  cores, each node's admission ran ~300 jobs/s of ~9 txs (one per peer tx batch), and jobs
-  of 9 txs cost the owner 16-19 us per tx against 3 us in jobs of 250 (the worker 76-101
-  against 67-79 us per tx). An idle worker still takes the first job at once, so a lone tx
-  waits for nothing; a busy one is already working on what came before it.
+  (pickling, pipe and thread hand-offs, event-loop callbacks): 64 concurrent jobs of 9 txs
+  cost the owner 16-19 us per tx and the worker 76-101 us, merged 5-7.5 and 62-63 (jobs of
+  250: 3 and 67-79). Clients that submit a few txs per call make such jobs; the batched load
+  of bench/node already came in ~65 txs per request. An idle worker still takes the first
+  job at once, so a lone tx waits for nothing; a busy one is already working on what came
+  before it.
 - Why several batches per worker: the owner refills a worker only when its event loop runs,
   and the node's loop is busy for tens of ms executing a block. With one batch in flight
   (a 256-tx batch is ~44 KB, and the room was 64 KB) a lone validator's workers sat idle
@@ -407,9 +408,9 @@ class VerifierPool:
             room = worker.room - worker.unanswered_bytes()
             if worker.in_flight and queue[0].size > room:
                 return  # a busy worker takes another request only if its pipe can hold it
-            request, txs = self._take(queue, room)
+            request, txs = self._take(queue, room, must_fit=bool(worker.in_flight))
             if request is None:
-                continue  # nothing left to check in what was taken
+                continue  # nothing left to check in what was taken (or the next job waits for room)
             if worker.loop is not loop:  # first use, or a new event loop (asyncio.run per call)
                 self._unwatch(worker)
                 loop.add_reader(worker.conn.fileno(), self._on_reply, worker)
@@ -434,21 +435,25 @@ class VerifierPool:
             self._queued_txs -= len(job.txs)
         return job
 
-    def _take(self, queue: deque[_Job], room: int) -> tuple[_Request | None, list[bytes]]:
-        """Merge jobs from the head of ``queue`` into one request: the first always, then more
-        while the request stays within ``batch_max`` txs and ``room`` bytes. Jobs whose txs
-        were all skipped are answered here and take no place. None: every job taken was."""
+    def _take(self, queue: deque[_Job], room: int, must_fit: bool) -> tuple[_Request | None, list[bytes]]:
+        """Merge jobs from the head of ``queue`` into one request: the first (within ``room``
+        bytes if ``must_fit``: the worker holds unanswered requests), then more while the request
+        stays within ``batch_max`` txs and ``room`` bytes. Jobs whose txs were all skipped are
+        answered here and take no place. None: no job went in."""
         jobs: list[_Job] = []
         counts: list[int] = []
         txs: list[bytes] = []
         size = 0
         while queue:
             job = queue[0]
-            if jobs and (len(txs) + len(job.txs) > self.batch_max or size + job.size > room):
+            if job.future.cancelled():
+                self._pop(queue)
+                continue
+            if (jobs or must_fit) and size + job.size > room:
+                break
+            if jobs and len(txs) + len(job.txs) > self.batch_max:
                 break
             self._pop(queue)
-            if job.future.cancelled():
-                continue
             sent = self._prepare(job)
             if not sent:
                 continue

@@ -463,3 +463,40 @@ def test_a_full_request_goes_to_a_busy_worker_without_waiting() -> None:
     sent, results = asyncio.run(scenario())
     assert sent == 3
     assert [v.hash for v in results] == [tx_hash(tx) for tx in txs]
+
+
+def test_a_busy_worker_gets_no_request_beyond_its_pipe_room_behind_a_skipped_job() -> None:
+    """Merging checks the pipe's room for the first job it puts in, when the worker holds
+    unanswered requests: a job at the head of the queue whose txs are all skipped (answered
+    without a check) does not let a full request that does not fit slip through behind it (a
+    send into a full pipe would block the event loop)."""
+    from node.verifier_pool import PIPE_ROOM_MIN
+
+    first = [transfer_tx(1, 6000 + i) for i in range(256)]  # ~15 ms of checks: the worker is busy
+    known_tx = transfer_tx(1, 5000)
+    known: set[bytes] = set()
+    with VerifierPool(CHAIN_ID, workers=1, batch_max=256, pipe_buffer=PIPE_ROOM_MIN) as pool:
+        pool.warm_up()
+        room = pool.pipe_room
+        first_size = sum(map(len, first)) + 8 * len(first)
+        junk_len = (room - first_size + 4_096) // 256 - 8  # 256 of them overflow what is left
+        assert first_size + 256 * (junk_len + 8) > room >= 256 * (junk_len + 8)
+        junk = [bytes([0x0A]) + bytes([i]) * (junk_len - 1) for i in range(256)]
+
+        async def scenario() -> tuple[int, list[Verified], list[Verified | None], list[Verified]]:
+            busy = asyncio.ensure_future(pool.verify_async(first))
+            await asyncio.sleep(0)
+            skip = known.__contains__
+            skipped = asyncio.ensure_future(pool.verify_async_unless([known_tx], [known_tx], skip))
+            await asyncio.sleep(0)  # queued: the worker is busy and it is not a full request
+            known.add(known_tx)  # committed meanwhile: skipped when it leaves the queue
+            later = asyncio.ensure_future(pool.verify_async(junk))  # full, but over the room left
+            await asyncio.sleep(0)
+            sent = pool.requests_sent
+            return sent, await busy, await skipped, await later
+
+        sent, a, none, b = asyncio.run(scenario())
+    assert sent == 1  # the full request waited for the first answer
+    assert none == [None]
+    assert [v.ok for v in a] == [True] * 256
+    assert [v.hash for v in b] == [tx_hash(t) for t in junk]
