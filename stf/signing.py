@@ -28,6 +28,7 @@ This module is part of ``stf/``: it must stay pure and deterministic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Final
@@ -89,19 +90,21 @@ def is_valid_chain_id(chain_id: str) -> bool:
     return isinstance(chain_id, str) and _CHAIN_ID_RE.fullmatch(chain_id) is not None
 
 
-_MESSAGE_PREFIXES: dict[str, bytes] = {}  # chain id -> domain tag || u8 len || chain id (valid ids only)
+def _message_prefix(chain_id: str) -> bytes:
+    """domain tag || u8 len || chain id; ValueError for an invalid chain id."""
+    if not is_valid_chain_id(chain_id):
+        raise ValueError(f"invalid chain id {chain_id!r}: need 1..64 characters of [A-Za-z0-9._-]")
+    encoded = chain_id.encode("ascii")
+    return TX_DOMAIN_TAG + bytes((len(encoded),)) + encoded
+
+
+# A node signs and checks for one chain, tools and tests for a few; errors are never cached.
+_cached_message_prefix = functools.lru_cache(maxsize=16)(_message_prefix)
 
 
 def signing_message(chain_id: str, body: bytes) -> bytes:
     """The exact bytes an account signs for a tx with serialized body ``body``."""
-    prefix = _MESSAGE_PREFIXES.get(chain_id) if isinstance(chain_id, str) else None
-    if prefix is None:
-        if not is_valid_chain_id(chain_id):
-            raise ValueError(f"invalid chain id {chain_id!r}: need 1..64 characters of [A-Za-z0-9._-]")
-        encoded = chain_id.encode("ascii")
-        prefix = TX_DOMAIN_TAG + bytes((len(encoded),)) + encoded
-        if len(_MESSAGE_PREFIXES) < 16:  # a node knows one chain; tools and tests a few
-            _MESSAGE_PREFIXES[chain_id] = prefix
+    prefix = _cached_message_prefix(chain_id) if isinstance(chain_id, str) else _message_prefix(chain_id)
     if not isinstance(body, bytes):
         raise TypeError(f"body must be bytes, got {type(body).__name__}")
     return prefix + body
