@@ -16,6 +16,12 @@ Prints one JSON object per result on stdout (progress goes to stderr):
 - ``verify_pool``: the same txs through ``node.verifier_pool.VerifierPool`` with
   ``--workers`` processes (default 2) in batches of ``--batch`` (default 256),
   pickling and IPC included; ``speedup`` = pool rate / inline rate.
+- ``verify_pool_small_jobs``: what a worker request costs whatever its size. One worker
+  checks ``--small-n`` txs sent as async jobs of ``--small-job`` txs (default 9, a client
+  sending a few txs per call): ``one_at_a_time`` awaits each job before the next (one request
+  per job), ``concurrent`` submits them all at once (the pool merges the queued jobs behind
+  its busy worker), ``full_jobs`` uses jobs of ``--batch`` txs. Each reports the owner's and
+  the worker's CPU microseconds per tx and the requests sent.
 
 Messages are real tx signing messages (domain tag, chain id, a transfer
 body), signed by 64 distinct keys. Timing: ``time.perf_counter`` around the
@@ -25,6 +31,7 @@ loop, best of ``--runs`` (default 3); signing happens before timing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -41,8 +48,9 @@ if _ROOT not in sys.path:
 
 import nacl.signing  # noqa: E402
 
+from node.procstat import cpu_seconds  # noqa: E402
 from node.verifier_pool import VerifierPool  # noqa: E402
-from node.verify import verify_batch  # noqa: E402
+from node.verify import Verified, verify_batch  # noqa: E402
 from proto.ita.v1 import tx_pb2  # noqa: E402
 from sdk import tx as sdk_tx  # noqa: E402
 from sdk.keys import Key  # noqa: E402
@@ -127,11 +135,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--small-n", type=int, default=9_000, help="txs per small-job pool run")
+    parser.add_argument("--small-job", type=int, default=9, help="txs per small job")
     args = parser.parse_args()
     env = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
 
-    progress(f"signing {max(args.n, args.pool_n)} txs ...")
-    txs = make_txs(max(args.n, args.pool_n))
+    progress(f"signing {max(args.n, args.pool_n, args.small_n)} txs ...")
+    txs = make_txs(max(args.n, args.pool_n, args.small_n))
     items = triples(txs[: args.n])
 
     nacl_rate = best_rate(args.n, args.runs, lambda: bench_pynacl(items))
@@ -187,6 +197,43 @@ def main() -> None:
         "batch": args.batch, "speedup": round(pool_rate / inline_rate, 3),
         "parent_cpu_us_per_tx": round(min(parent_cpu) / args.pool_n * 1e6, 2), **env,
     })
+
+    small_txs = txs[: args.small_n]
+    with VerifierPool(CHAIN_ID, workers=1, batch_max=args.batch) as pool:
+        pool.warm_up()
+        costs = {
+            mode: small_job_cost(pool, small_txs, size, concurrent)
+            for mode, size, concurrent in (
+                ("one_at_a_time", args.small_job, False),
+                ("concurrent", args.small_job, True),
+                ("full_jobs", args.batch, True),
+            )
+        }
+    emit({"name": "verify_pool_small_jobs", "n": args.small_n, "job_txs": args.small_job, **costs, **env})
+
+
+def small_job_cost(pool: VerifierPool, txs: list[bytes], size: int, concurrent: bool) -> dict[str, float]:
+    """Owner and worker CPU per tx, and requests, for ``txs`` sent as async jobs of ``size``."""
+    jobs = [txs[i : i + size] for i in range(0, len(txs), size)]
+
+    async def run() -> list[list[Verified]]:
+        if concurrent:
+            return list(await asyncio.gather(*(pool.verify_async(job) for job in jobs)))
+        return [await pool.verify_async(job) for job in jobs]
+
+    def worker_cpu() -> float:
+        return sum(cpu_seconds(pid) or 0.0 for pid in pool.worker_pids())
+
+    requests, owner, worker = pool.requests_sent, time.process_time(), worker_cpu()
+    results = asyncio.run(run())
+    owner, worker = time.process_time() - owner, worker_cpu() - worker
+    if not all(v.ok for batch in results for v in batch):
+        raise SystemExit("the pool rejected a valid tx")
+    return {
+        "owner_cpu_us_per_tx": round(owner / len(txs) * 1e6, 2),
+        "worker_cpu_us_per_tx": round(worker / len(txs) * 1e6, 2),
+        "requests": pool.requests_sent - requests,
+    }
 
 
 if __name__ == "__main__":

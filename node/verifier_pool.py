@@ -24,9 +24,10 @@ Theory of operation
 - Coalescing. A worker that is busy takes another ordinary request only when a full one
   (``batch_max`` txs) is queued; smaller jobs wait for its reply and then leave together.
   A request costs ~150 us of owner CPU and ~100-160 us in the worker whatever its size
-  (pickling, pipe and thread hand-offs, event-loop callbacks): 64 concurrent jobs of 9 txs
-  cost the owner 16-19 us per tx and the worker 76-101 us, merged 5-7.5 and 62-63 (jobs of
-  250: 3 and 67-79). Clients that submit a few txs per call make such jobs; the batched load
+  (pickling, pipe and thread hand-offs, event-loop callbacks): bench/verify.py's
+  ``verify_pool_small_jobs`` measured jobs of 9 txs at 14.9 us per tx of owner CPU and 87.8
+  of worker CPU sent one request each, 5.5 and 68.9 merged, 3.2 and 71.1 for full jobs of
+  256. Clients that submit a few txs per call make such jobs; the batched load
   of bench/node already came in ~65 txs per request. An idle worker still takes the first
   job at once, so a lone tx waits for nothing; a busy one is already working on what came
   before it.
