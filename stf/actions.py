@@ -25,6 +25,7 @@ from stf.matching import MAX_PRICE, cancel_resting, execute_order, validate_orde
 from stf.prices import refresh_oracle_price
 from stf.results import Code, Rejected, TxResult, ok, reject
 from stf.state import Account, MarketState, State
+from stf.units import decimal_text, usd_text
 
 MAX_BATCH_ITEMS: Final = 50
 ADDRESS_BYTES: Final = 20
@@ -121,11 +122,15 @@ def process_transfer(state: State, account: Account, transfer: Any, tx: int, eve
     if amount == 0:
         return reject(Code.ZERO_AMOUNT, "amount must be positive")
     if account.collateral < amount:
-        return reject(Code.INSUFFICIENT_FUNDS, f"collateral {account.collateral} < amount {amount}")
+        return reject(
+            Code.INSUFFICIENT_FUNDS,
+            f"collateral {usd_text(account.collateral)} is less than the amount {usd_text(amount)}",
+        )
     required = initial_requirement(state, account)
     if compute_equity(state, account) - amount < required:
         return reject(
-            Code.INSUFFICIENT_MARGIN, f"transfer would leave equity below the initial requirement {required}"
+            Code.INSUFFICIENT_MARGIN,
+            f"transfer would leave equity below the initial requirement {usd_text(required)}",
         )
     recipient = state.ensure_account(to)
     state.touch_account(account.address)
@@ -144,7 +149,7 @@ def process_faucet(state: State, account: Account, faucet: Any, tx: int, events:
         return reject(Code.ZERO_AMOUNT, "amount must be positive")
     if account.faucet_used + faucet.amount > config.faucet_max_per_account:
         left = config.faucet_max_per_account - account.faucet_used
-        return reject(Code.FAUCET_LIMIT, f"faucet allows {left} more micro-USD for this account")
+        return reject(Code.FAUCET_LIMIT, f"faucet allows {usd_text(left)} more for this account")
     state.touch_account(account.address)
     account.collateral += faucet.amount
     account.faucet_used += faucet.amount
@@ -164,8 +169,11 @@ def process_oracle_prices(
         if market is None:
             return reject(Code.UNKNOWN_MARKET, f"unknown market {item.market!r}")
         if item.price == 0 or item.price > MAX_PRICE:
+            pd = market.spec.price_decimals
             return reject(
-                Code.BAD_ORACLE_PRICE, f"oracle price for {item.market} must be in [1, {MAX_PRICE}]"
+                Code.BAD_ORACLE_PRICE,
+                f"oracle price for {item.market} must be in "
+                f"[{decimal_text(1, pd)}, {decimal_text(MAX_PRICE, pd)}]",
             )
         if market.spec.market_id in updates:
             return reject(Code.BAD_ORACLE_PRICE, f"{item.market} appears twice")

@@ -39,6 +39,7 @@ from stf.margin import has_margin_for_order
 from stf.positions import apply_fill, signed_position
 from stf.results import Code, Rejected
 from stf.state import Account, Exposure, MarketState, State
+from stf.units import decimal_text
 
 SIDE_BUY: Final = 1
 SIDE_SELL: Final = 2
@@ -132,29 +133,51 @@ def validate_order(
     tif = resolve_tif(kind, tif)
     if price == 0:
         raise Rejected(Code.ZERO_PRICE, "price must be positive (market orders need a protective price)")
-    if price > MAX_PRICE or price % spec.tick_size:
+    pd, sd = spec.price_decimals, spec.size_decimals
+    if price > MAX_PRICE:
         raise Rejected(
-            Code.PRICE_NOT_ON_TICK, f"price {price} is not a multiple of the tick {spec.tick_size}"
+            Code.PRICE_NOT_ON_TICK,
+            f"price {decimal_text(price, pd)} exceeds the maximum {decimal_text(MAX_PRICE, pd)}",
+        )
+    if price % spec.tick_size:
+        raise Rejected(
+            Code.PRICE_NOT_ON_TICK,
+            f"price {decimal_text(price, pd)} is not a multiple of the tick "
+            f"{decimal_text(spec.tick_size, pd)}",
         )
     if size > MAX_SIZE:
-        raise Rejected(Code.SIZE_TOO_LARGE, f"size {size} exceeds the maximum {MAX_SIZE}")
+        raise Rejected(
+            Code.SIZE_TOO_LARGE,
+            f"size {decimal_text(size, sd)} exceeds the maximum {decimal_text(MAX_SIZE, sd)}",
+        )
     if size == 0 or size % spec.lot_size:
         raise Rejected(
-            Code.SIZE_NOT_ON_LOT, f"size {size} is not a positive multiple of the lot {spec.lot_size}"
+            Code.SIZE_NOT_ON_LOT,
+            f"size {decimal_text(size, sd)} is not a positive multiple of the lot "
+            f"{decimal_text(spec.lot_size, sd)}",
         )
     if size < spec.min_size:
-        raise Rejected(Code.SIZE_BELOW_MIN, f"size {size} is below the minimum {spec.min_size}")
+        raise Rejected(
+            Code.SIZE_BELOW_MIN,
+            f"size {decimal_text(size, sd)} is below the minimum {decimal_text(spec.min_size, sd)}",
+        )
     low, high = compute_band(market.oracle_price, spec.price_band_ppm)
     if price < low or price > high:
         raise Rejected(
-            Code.PRICE_OUT_OF_BAND, f"price {price} is outside the band [{low}, {high}] around the oracle"
+            Code.PRICE_OUT_OF_BAND,
+            f"price {decimal_text(price, pd)} is outside the band [{decimal_text(low, pd)}, "
+            f"{decimal_text(high, pd)}] around the oracle price {decimal_text(market.oracle_price, pd)}",
         )
     is_buy = side == SIDE_BUY
     validate_account_limits(state, account, tif, cloid)
     if tif == TIF_POST_ONLY:
         opposite = market.book.best_ask() if is_buy else market.book.best_bid()
         if opposite and (price >= opposite if is_buy else price <= opposite):
-            raise Rejected(Code.POST_ONLY_WOULD_TAKE, f"post-only order at {price} would take at {opposite}")
+            raise Rejected(
+                Code.POST_ONLY_WOULD_TAKE,
+                f"post-only order at {decimal_text(price, spec.price_decimals)} would take at "
+                f"{decimal_text(opposite, spec.price_decimals)}",
+            )
     if reduce_only:
         held = signed_position(account, spec.market_id) if account is not None else 0
         if held == 0 or (held > 0) == is_buy:

@@ -199,6 +199,34 @@ def test_order_rejections_change_nothing_but_the_nonce(chain: Chain, mutate: obj
     assert twin.state.app_hash == chain.state.app_hash
 
 
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda o: setattr(o, "price", MID + 1), "price 60000.1 is not a multiple of the tick 0.5"),
+        (lambda o: setattr(o, "size", 25), "size 0.0025 is not a positive multiple of the lot 0.0010"),
+        (lambda o: setattr(o, "size", 10), "size 0.0010 is below the minimum 0.0020"),
+        (
+            lambda o: setattr(o, "price", MID * 12 // 10),
+            "price 72000.0 is outside the band [54000.0, 66000.0] around the oracle price 60000.0",
+        ),
+    ],
+)
+def test_rejection_reasons_speak_in_the_market_s_decimals(chain: Chain, mutate: object, reason: str) -> None:
+    """Traders submit "60000.1", not 600001 price units: reasons say what they submitted."""
+    body = order("buy", MID, 20)
+    mutate(body)  # type: ignore[operator]
+    assert chain.block([chain.tx(A, body)]).results[0].reason == reason
+
+
+def test_post_only_reason_shows_both_prices(chain: Chain) -> None:
+    chain.run(B, order("sell", MID, 20))
+    result = chain.run(A, order("buy", MID + 5, 20, tif="post_only"))
+    assert (result.code, result.reason) == (
+        Code.POST_ONLY_WOULD_TAKE,
+        "post-only order at 60000.5 would take at 60000.0",
+    )
+
+
 def test_band_edges_are_inclusive(chain: Chain) -> None:
     assert chain.run(A, order("sell", MID * 11 // 10, 20)).ok
     assert chain.run(A, order("buy", MID * 9 // 10, 20)).ok
