@@ -206,6 +206,10 @@ def test_order_rejections_change_nothing_but_the_nonce(chain: Chain, mutate: obj
         (lambda o: setattr(o, "size", 25), "size 0.0025 is not a positive multiple of the lot 0.0010"),
         (lambda o: setattr(o, "size", 10), "size 0.0010 is below the minimum 0.0020"),
         (
+            lambda o: setattr(o, "price", 1 << 53),
+            "price 900719925474099.2 exceeds the maximum 900719925474099.1",
+        ),
+        (
             lambda o: setattr(o, "price", MID * 12 // 10),
             "price 72000.0 is outside the band [54000.0, 66000.0] around the oracle price 60000.0",
         ),
@@ -253,6 +257,12 @@ def test_cancel_errors(chain: Chain) -> None:
     assert chain.run(A, sdk_tx.cancel_order("BTC-PERP", order_id=999)).code == Code.ORDER_NOT_FOUND
     assert chain.run(A, sdk_tx.cancel_order("BTC-PERP", client_order_id="zz")).code == Code.ORDER_NOT_FOUND
     assert chain.run(A, sdk_tx.cancel_order("ETH-PERP", order_id=1)).code == Code.UNKNOWN_MARKET
+    no_target = chain.run(A, sdk_tx.tx_pb2.CancelOrder(market="BTC-PERP"))  # the SDK refuses to build it
+    assert (no_target.code, no_target.reason) == (
+        Code.ORDER_NOT_FOUND,
+        "cancel needs an order id or a client order id",
+    )
+    assert resting(chain) == {other.order_id: (False, MID, 20)}
 
 
 def test_cancel_in_wrong_market_is_not_found() -> None:

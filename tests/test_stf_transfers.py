@@ -1,5 +1,6 @@
-"""Unit tests: transfer, faucet and oracle-price rejections (each changes nothing but the nonce),
-their reasons in USD and in the market's decimals, and the integer formatter behind them."""
+"""Unit tests: transfer, faucet, oracle-price and market-halt rejections (each changes nothing but
+the nonce), their reasons in USD and in the market's decimals, and the integer formatter behind
+them."""
 
 from __future__ import annotations
 
@@ -97,3 +98,15 @@ def test_oracle_price_rejections(chain: Chain, prices: list[tuple[str, int]], re
     result = chain.run(V, action)
     assert (result.code, result.reason) == (Code.BAD_ORACLE_PRICE, reason)
     assert chain.state.markets[0].oracle_subs == {}
+
+
+def test_oracle_prices_and_halts_need_a_validator_and_a_known_market(chain: Chain) -> None:
+    price = tx_pb2.OraclePrices(prices=[tx_pb2.OraclePrice(market="BTC-PERP", price=600_000)])
+    result = chain.run(A, price)
+    assert (result.code, result.reason) == (Code.NOT_A_VALIDATOR, "only validators may submit oracle prices")
+    unknown = tx_pb2.OraclePrices(prices=[tx_pb2.OraclePrice(market="NOPE-PERP", price=600_000)])
+    assert chain.run(V, unknown).code == Code.UNKNOWN_MARKET
+    assert chain.state.markets[0].oracle_subs == {}
+    result = chain.run(V, tx_pb2.SetMarketHalt(market="NOPE-PERP", halted=True))
+    assert (result.code, result.reason) == (Code.UNKNOWN_MARKET, "unknown market 'NOPE-PERP'")
+    assert not chain.state.markets[0].halted
