@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from consensus import (
+    CertifiedBlock,
     Decide,
     ProposalMessage,
     SignedVote,
@@ -200,6 +201,60 @@ def test_decision_carries_a_verifiable_certificate() -> None:
     verify_commit_certificate(d.certificate, VSET, CHAIN, 1, compute_block_id(b"block-A"))
     # After the decision the height is closed: more votes produce nothing.
     assert h.run(("vote", "prevote", 0, 1, "B")) == []
+
+
+def _decided_block() -> tuple[bytes, Any]:
+    """Block A and its commit certificate, decided by validator x at height 1."""
+    h = Harness(role("x"))
+    for action in [START, ("proposal", 0, "A"), ("valid", "A", True)]:
+        h.run(action)
+    [decide] = [o for o in h.run(("precommits", 0, "A")) if isinstance(o, Decide)]
+    return decide.block, decide.certificate
+
+
+def test_a_certified_block_decides_the_height() -> None:
+    """Block sync hands the core a block with its commit certificate: once the application finds
+    the block valid, the core decides it without a single vote."""
+    block, cert = _decided_block()
+    h = Harness(role("p1"))
+    h.run(START)
+    assert ("validate", "A") in summarize(h.core.step(CertifiedBlock(block, cert)))
+    [decide] = [o for o in h.run(("valid", "A", True)) if isinstance(o, Decide)]
+    assert (decide.height, decide.block, decide.certificate) == (1, block, cert)
+    assert h.core.step(CertifiedBlock(block, cert)) == []  # decided: the height is closed
+
+
+@pytest.mark.parametrize("forgery", ["other_block", "bad_signatures", "too_few_signers", "other_height"])
+def test_a_forged_certified_block_is_refused(forgery: str) -> None:
+    block, cert = _decided_block()
+    if forgery == "other_block":
+        block = b"block-B"  # the certificate is for block A
+    elif forgery == "bad_signatures":
+        cert = dataclasses.replace(
+            cert, signatures=tuple(dataclasses.replace(s, signature=bytes(64)) for s in cert.signatures)
+        )
+    elif forgery == "too_few_signers":
+        cert = dataclasses.replace(cert, signatures=cert.signatures[:1])
+    else:
+        cert = dataclasses.replace(cert, height=2)
+    h = Harness(role("p1"))
+    h.run(START)
+    assert h.core.step(CertifiedBlock(block, cert)) == []
+    assert h.core.decided is None
+    # the height goes on by the ordinary votes
+    h.run(("proposal", 0, "A"))
+    h.run(("valid", "A", True))
+    assert any(isinstance(o, Decide) for o in h.run(("precommits", 0, "A")))
+
+
+def test_a_proposal_with_a_bad_signature_is_ignored() -> None:
+    h = Harness(role("x"))
+    h.run(START)
+    good = make_proposal(0, "A")
+    forged = ProposalMessage(dataclasses.replace(good.signed, signature=bytes(64)), good.block)
+    assert h.core.step(forged) == []
+    assert h.core.fault == "bad_signature"
+    assert ("validate", "A") in summarize(h.core.step(good))  # the real one still counts
 
 
 def test_future_height_messages_are_buffered_until_start_height() -> None:
