@@ -15,7 +15,10 @@ import pytest
 
 from consensus import (
     CertifiedBlock,
+    ConflictingProposalEvidence,
     Decide,
+    EvidenceError,
+    EvidenceFound,
     ProposalMessage,
     SignedVote,
     Step,
@@ -23,6 +26,7 @@ from consensus import (
     VoteType,
     compute_block_id,
     verify_commit_certificate,
+    verify_evidence,
 )
 from tests.consensus.harness import CHAIN, VSET, Harness, make_proposal, proposer, role, sign_vote, summarize
 
@@ -347,3 +351,28 @@ def test_a_third_proposal_for_a_round_is_dropped_unchecked_as_equivocation() -> 
     unsigned = ProposalMessage(dataclasses.replace(third.signed, signature=bytes(64)), third.block)
     assert h.core.step(unsigned) == []
     assert h.core.fault == "equivocation"
+
+
+def test_conflicting_proposal_evidence_verifies_and_forgeries_do_not() -> None:
+    """What the core reports for two proposals of one round passes verify_evidence (what an
+    application would check before punishing); a pair that is not a real conflict does not."""
+    h = Harness(role("x"))
+    h.run(START)
+    h.run(("proposal", 0, "A"))
+    [found] = [o for o in h.core.step(make_proposal(0, "B")) if isinstance(o, EvidenceFound)]
+    evidence = found.evidence
+    assert isinstance(evidence, ConflictingProposalEvidence)
+    in_other_order = ConflictingProposalEvidence.of(make_proposal(0, "B").signed, make_proposal(0, "A").signed)
+    assert evidence == in_other_order  # canonical: every node that sees the pair reports the same
+    verify_evidence(evidence, VSET, CHAIN)
+    a, b = evidence.proposal_a, evidence.proposal_b
+    forged_b = dataclasses.replace(b, signature=bytes(64))
+    forgeries = [  # (evidence, chain id, why it fails)
+        (evidence, "another-chain", "bad signature"),
+        (ConflictingProposalEvidence.of(a, a), CHAIN, "do not conflict"),
+        (ConflictingProposalEvidence.of(a, make_proposal(1, "B").signed), CHAIN, "not for the same"),
+        (ConflictingProposalEvidence.of(a, forged_b), CHAIN, "bad signature"),
+    ]
+    for forged, chain_id, why in forgeries:
+        with pytest.raises(EvidenceError, match=why):
+            verify_evidence(forged, VSET, chain_id)
