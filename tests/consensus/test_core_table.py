@@ -362,7 +362,8 @@ def test_conflicting_proposal_evidence_verifies_and_forgeries_do_not() -> None:
     [found] = [o for o in h.core.step(make_proposal(0, "B")) if isinstance(o, EvidenceFound)]
     evidence = found.evidence
     assert isinstance(evidence, ConflictingProposalEvidence)
-    in_other_order = ConflictingProposalEvidence.of(make_proposal(0, "B").signed, make_proposal(0, "A").signed)
+    first, second = make_proposal(0, "B").signed, make_proposal(0, "A").signed
+    in_other_order = ConflictingProposalEvidence.of(first, second)
     assert evidence == in_other_order  # canonical: every node that sees the pair reports the same
     verify_evidence(evidence, VSET, CHAIN)
     a, b = evidence.proposal_a, evidence.proposal_b
