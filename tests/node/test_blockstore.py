@@ -215,6 +215,22 @@ def test_inconsistent_records_are_corruption(
             store.check_integrity()
 
 
+def test_a_block_not_linked_to_its_parent_is_corruption(tmp_path: Path) -> None:
+    """Block 3 replaced by one whose header points elsewhere, its own records made consistent:
+    only the hash link to block 2 can tell, and the integrity walk does."""
+    filled(tmp_path / "db").close()
+    forged = block_pb2.CommittedBlock()
+    forged.CopyFrom(BLOCKS[2])
+    forged.block.header.last_block_id = b"\x07" * 32
+    db = raw_db(tmp_path / "db")
+    db.put(b"b" + (3).to_bytes(8, "big"), forged.SerializeToString())
+    db.put(b"i" + (3).to_bytes(8, "big"), block_id(forged.block))
+    db.close()
+    with BlockStore(tmp_path / "db", CHAIN_ID) as store:
+        with pytest.raises(StoreCorruptError, match="block 3 is not linked to 2"):
+            store.check_integrity()
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
