@@ -296,6 +296,26 @@ def test_batches_skip_what_became_known_while_they_waited() -> None:
     assert sorted(checked) == sorted(txs)  # each tx tested once, when its batch left the queue
 
 
+def test_a_partly_skipped_batch_keeps_each_verdict_in_its_tx_s_place() -> None:
+    """Skipped txs inside a batch leave holes (None) and every checked tx gets its own verdict:
+    the worker sees only the unskipped ones, and the answers are spread back in order."""
+    txs = [transfer_tx(1, 6000 + i) for i in range(7)]
+    txs[4] = corrupt_signature(txs[4])
+    known = {txs[0], txs[3], txs[6]}
+
+    async def scenario() -> list[Verified | None]:
+        with VerifierPool(CHAIN_ID, workers=1, batch_max=8) as p:
+            return await p.verify_async_unless(txs, txs, known.__contains__)
+
+    results = asyncio.run(scenario())
+    assert [r is None for r in results] == [True, False, False, True, False, False, True]
+    for raw, verdict in zip(txs, results, strict=True):
+        if verdict is not None:
+            assert verdict.hash == tx_hash(raw)
+            assert verdict.ok == (raw is not txs[4])
+    assert results[4] is not None and results[4].code == Code.BAD_SIGNATURE
+
+
 def test_each_answered_batch_is_reported_with_its_size_and_wait() -> None:
     """``on_batch`` (the node's ita_tx_verify_latency_seconds) hears of every batch a worker
     answered: the txs it checked and the seconds since it was queued; a batch whose txs were
