@@ -23,6 +23,7 @@ from stf.book import Book, Order
 from stf.config import COLLATERAL_DECIMALS, PPM, MarketSpec
 from stf.margin import compute_equity, compute_unrealized, initial_requirement, maintenance_requirement
 from stf.state import Account, MarketState, State
+from stf.units import decimal_text
 
 CHECKSUM_LEVELS = 25
 Level = list[str]  # [price, size]
@@ -38,17 +39,6 @@ TIF_NAMES: dict[int, str] = {
 _FMT_CACHE_MAX = 100_000  # strings kept per number of decimals
 
 
-def _format(value: int, decimals: int) -> str:
-    if decimals == 0:
-        return str(value)
-    if value < 0:
-        return "-" + _format(-value, decimals)
-    digits = str(value)
-    if len(digits) <= decimals:
-        digits = digits.rjust(decimals + 1, "0")
-    return digits[:-decimals] + "." + digits[-decimals:]
-
-
 class Formatter(dict[int, str]):
     """``formatter(decimals)[value] == fmt(value, decimals)``: a memo of the strings for one number
     of decimals (a plain dict lookup once seen; bounded, simply dropped when full)."""
@@ -62,7 +52,7 @@ class Formatter(dict[int, str]):
     def __missing__(self, value: int) -> str:
         if len(self) >= _FMT_CACHE_MAX:
             self.clear()
-        text = self[value] = _format(value, self.decimals)
+        text = self[value] = decimal_text(value, self.decimals)
         return text
 
 

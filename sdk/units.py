@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import re
 
+from stf.units import decimal_text
+
 __all__ = ["MAX_DECIMALS", "MAX_TEXT_LEN", "UnitsError", "from_units", "to_units"]
 
 MAX_DECIMALS = 36
@@ -126,11 +128,7 @@ def from_units(value: int, decimals: int, *, trim: bool = False) -> str:
     _check_decimals(decimals)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"value must be an int, got {type(value).__name__}")
-    sign = "-" if value < 0 else ""
-    digits = str(abs(value)).rjust(decimals + 1, "0")
-    whole, frac = digits[: len(digits) - decimals], digits[len(digits) - decimals :]
-    if trim:
-        frac = frac.rstrip("0")
-    if value == 0:
-        sign = ""
-    return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
+    text = decimal_text(value, decimals)  # the STF's own writer: one canonical form everywhere
+    if trim and decimals:
+        text = text.rstrip("0").rstrip(".")
+    return text

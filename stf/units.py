@@ -1,9 +1,12 @@
-"""Integer amounts as decimal text, for rejection reasons only.
+"""Integer amounts as decimal text: the one writer of the canonical form.
 
-A trader submits "64463.2" and the STF works in integer price units (644632); a reason that says
-"price 644632" is in units the trader never sees. `decimal_text` writes an amount the way the
-SDK and the indexer do (sdk.units.from_units: exactly `decimals` fractional digits), with
-integers only, so reasons stay deterministic. Nothing hashed or stored depends on it.
+On chain every amount is an integer number of 10^-decimals units (a market's price and size
+units, micro-USD); people and clients see decimal strings with exactly `decimals` fractional
+digits (644632 price units at 1 decimal are "64463.2"). `decimal_text` writes that form with
+integers only, so the STF can use it for its rejection reasons (a trader submits "64463.2", and
+a reason saying "price 644632" would be in units they never see) and stays deterministic. The
+SDK's `from_units` (after its argument checks) and the indexer's views (whose book checksum
+hashes these strings) write through it too, so the three cannot drift apart.
 """
 
 from __future__ import annotations
