@@ -278,6 +278,7 @@ async def _http(tmp_path: Path) -> None:
         ("POST", "/v1/txs", b"{nope", 400, "bad_json"),
         ("POST", "/v1/txs", b'{"tx": 5}', 400, "bad_request"),
         ("POST", "/v1/txs", b'{"tx": "***"}', 400, "bad_tx"),
+        ("POST", "/v1/txs", b'{"tx": ""}', 400, "bad_tx"),
         (
             "POST",
             "/v1/txs",
@@ -296,5 +297,43 @@ async def _http(tmp_path: Path) -> None:
                     assert set(payload["error"]) == {"code", "message"} and "Traceback" not in str(payload)
             status, body = await get_json(session, u + "/v1/markets/BTC-PERP/book?depth=2")
             assert status == 200 and len(body["bids"]) <= 2
+
+            def broken(*args: object) -> None:
+                raise RuntimeError("a bug in a handler")
+
+            service.indexer.history.trades = broken  # type: ignore[method-assign,assignment]
+            async with session.get(u + "/v1/markets/BTC-PERP/trades") as response:
+                payload = await response.json(content_type=None)
+            assert response.status == 500  # the last line of defence: typed, logged, no trace
+            assert payload == {"error": {"code": "internal", "message": "internal error"}}
+            status, body = await get_json(session, u + "/v1/markets/BTC-PERP/book?depth=2")
+            assert status == 200  # the server goes on
+    finally:
+        await service.stop()
+
+
+def test_server_heartbeats_carry_the_height_and_keep_coming(tmp_path: Path) -> None:
+    """DESIGN.md's server heartbeat: a quiet subscriber still hears {"type": "heartbeat"} every
+    heartbeat_s, with the indexed height and the server's time, and a ping still gets its pong."""
+    run(_heartbeats(tmp_path))
+
+
+async def _heartbeats(tmp_path: Path) -> None:
+    chain = SimChain(seed=23)
+    chain.produce_many(5)
+    limits = WsLimits(heartbeat_s=0.2)
+    service = await start_indexer(chain, tmp_path, settings=IndexerSettings(limits=limits))
+    try:
+        await caught_up(service, chain)
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{service.url}/v1/ws") as ws:
+            beats: list[dict[str, Any]] = []
+            while len(beats) < 3:
+                msg = await asyncio.wait_for(ws.receive_json(), timeout=5)
+                assert msg["type"] == "heartbeat", msg  # nothing else is sent to a client that asked nothing
+                beats.append(msg)
+            assert all(b["height"] == chain.height for b in beats)
+            assert beats[0]["time_ms"] <= beats[1]["time_ms"] <= beats[2]["time_ms"]
+            await ws.send_str('{"op": "ping", "id": 7}')
+            assert await expect(ws, type="pong", id=7)
     finally:
         await service.stop()
