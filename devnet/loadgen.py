@@ -223,6 +223,7 @@ def run(
     pool = _Nodes(nodes, timeout)
     _wait_for_any(pool, stop, wait_for_nodes)
     in_flight: deque[_InFlight] = deque()
+    rejected = [0]  # rejections so far: the first few and every 100th are printed with their reason
 
     def send(txs: list[bytes], submitted_at: float, attempts: int) -> None:
         pending = pool.next_client().submit_many_async(txs)
@@ -247,6 +248,11 @@ def run(
                 continue
             for raw, answer in zip(item.txs, answers, strict=True):
                 counts[answer.status or "unknown"] += 1
+                if not answer.accepted:
+                    rejected[0] += 1
+                    if rejected[0] <= 5 or rejected[0] % 100 == 0:  # why, not only how many
+                        why = {"rejected": answer.status, "reason": answer.reason, "tx": tx_hash(raw).hex()}
+                        print(json.dumps(why), file=sys.stderr, flush=True)
                 if record is not None and answer.accepted:
                     record.write(f"{tx_hash(raw).hex()} {item.submitted_at:.6f}\n")
 

@@ -63,6 +63,7 @@ import asyncio
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import struct
 import threading
@@ -135,7 +136,15 @@ def _read_requests(conn: Connection, inbox: _Inbox) -> None:
 
 
 def _serve(conn: Connection, chain_id: str, nice: int) -> None:
-    """A worker's whole life: answer requests until the owner's end closes."""
+    """A worker's whole life: answer requests until the owner's end closes.
+
+    It ignores SIGINT and SIGTERM: it lives and dies with its owner. A Ctrl-C reaches the whole
+    process group at once, and a worker that died of it would look to a node that is shutting
+    down cleanly like a crashed pool (an error, in-flight txs refused, a new pool spawned on the
+    way out). The owner closes its end when it stops, and the OS closes it when the owner dies:
+    either way the worker reads EOF and exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if nice > 0:
         os.nice(nice)
     inbox = _Inbox()

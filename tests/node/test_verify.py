@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,21 @@ def test_a_dead_worker_fails_its_batches_and_breaks_the_pool() -> None:
     finally:
         p.close()
     assert p.broken  # closing a broken pool keeps the reason
+
+
+def test_a_ctrl_c_to_the_process_group_does_not_kill_the_workers() -> None:
+    """A terminal's Ctrl-C (or ``kill -INT -PGID``) reaches every process of the group at once:
+    the workers ignore it (and SIGTERM) and keep answering; the node decides when they stop."""
+    with VerifierPool(CHAIN_ID, workers=2) as p:
+        p.warm_up()
+        for worker in p._workers:
+            os.kill(worker.process.pid, signal.SIGINT)
+            os.kill(worker.process.pid, signal.SIGTERM)
+        time.sleep(0.3)  # a worker that took them would be dead by now
+        assert all(worker.process.is_alive() for worker in p._workers)
+        assert [v.ok for v in p.verify([transfer_tx(0, 21), transfer_tx(1, 22, to=2)])] == [True, True]
+        assert not p.broken
+    assert all(not worker.process.is_alive() for worker in p._workers)  # closed: gone
 
 
 def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
