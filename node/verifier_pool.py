@@ -60,6 +60,7 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import atexit
 import multiprocessing
 import os
 import pickle
@@ -265,6 +266,11 @@ class VerifierPool:
                 process.start()
                 child.close()
                 self._workers.append(_Worker(process, parent, room))
+            # The workers ignore SIGTERM (see _serve), so multiprocessing's own exit hook, which
+            # terminates daemon children and then joins them without a timeout, would wait for
+            # them forever if the owner exited without closing the pool (an unhandled error, say).
+            # This hook runs before it (atexit is last-in, first-out) and closes the pool first.
+            atexit.register(self.close)
         return self._workers
 
     def worker_pids(self) -> list[int]:
@@ -313,6 +319,7 @@ class VerifierPool:
             raise self._died(exc) from exc
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if self._failure is None:
             self._failure = _CLOSED
         self._fail_all(self._failure)

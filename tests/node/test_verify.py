@@ -251,6 +251,32 @@ def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+def test_an_owner_that_exits_without_closing_its_pool_still_exits(tmp_path: Path) -> None:
+    """The workers ignore SIGTERM, so multiprocessing's exit hook (terminate, then join without a
+    timeout) alone would wait for them forever; the pool's own exit hook closes it first."""
+    script = tmp_path / "crashing_owner.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from node.verifier_pool import VerifierPool\n"
+        "if __name__ == '__main__':\n"
+        f"    pool = VerifierPool({CHAIN_ID!r}, workers=2)\n"
+        "    pool.warm_up()\n"
+        "    print(' '.join(str(w.process.pid) for w in pool._workers), flush=True)\n"
+        "    raise RuntimeError('the owner fails without closing its pool')\n"
+    )
+    owner = subprocess.run(  # noqa: S603
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+    )
+    assert owner.returncode == 1 and "the owner fails" in owner.stderr
+    pids = [int(x) for x in owner.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)
+
+
 def test_big_batches_go_one_at_a_time_and_keep_their_order() -> None:
     """Batches over the pipe's room are only sent to an idle worker (a busy one could leave the
     owner blocked on a full pipe); order and verdicts are unaffected."""
