@@ -224,19 +224,32 @@ def test_a_ctrl_c_to_the_process_group_does_not_kill_the_workers() -> None:
     assert all(not worker.process.is_alive() for worker in p._workers)  # closed: gone
 
 
-def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the node must not leave verifier processes behind: they read EOF and exit."""
+def owner_script(tmp_path: Path, then: str) -> Path:
+    """A script that starts a 2-worker pool, prints the workers' pids, then runs ``then``."""
     script = tmp_path / "owner.py"
     script.write_text(
-        "import os, sys, time\n"
+        "import sys, time\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from node.verifier_pool import VerifierPool\n"
         "if __name__ == '__main__':\n"
         f"    pool = VerifierPool({CHAIN_ID!r}, workers=2)\n"
         "    pool.warm_up()\n"
         "    print(' '.join(str(w.process.pid) for w in pool._workers), flush=True)\n"
-        "    time.sleep(60)\n"
+        f"    {then}\n"
     )
+    return script
+
+
+def assert_all_exit(pids: list[int], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the node must not leave verifier processes behind: they read EOF and exit."""
+    script = owner_script(tmp_path, "time.sleep(60)")
     owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)  # noqa: S603
     try:
         assert owner.stdout is not None
@@ -245,36 +258,20 @@ def test_workers_exit_when_their_owner_is_killed(tmp_path: Path) -> None:
     finally:
         owner.kill()
         owner.wait()
-    deadline = time.monotonic() + 20
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in pids)
+    assert_all_exit(pids, within_s=20)
 
 
 def test_an_owner_that_exits_without_closing_its_pool_still_exits(tmp_path: Path) -> None:
     """The workers ignore SIGTERM, so multiprocessing's exit hook (terminate, then join without a
     timeout) alone would wait for them forever; the pool's own exit hook closes it first."""
-    script = tmp_path / "crashing_owner.py"
-    script.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from node.verifier_pool import VerifierPool\n"
-        "if __name__ == '__main__':\n"
-        f"    pool = VerifierPool({CHAIN_ID!r}, workers=2)\n"
-        "    pool.warm_up()\n"
-        "    print(' '.join(str(w.process.pid) for w in pool._workers), flush=True)\n"
-        "    raise RuntimeError('the owner fails without closing its pool')\n"
-    )
+    script = owner_script(tmp_path, "raise RuntimeError('the owner fails without closing its pool')")
     owner = subprocess.run(  # noqa: S603
         [sys.executable, str(script)], capture_output=True, text=True, timeout=30
     )
     assert owner.returncode == 1 and "the owner fails" in owner.stderr
     pids = [int(x) for x in owner.stdout.split()]
     assert len(pids) == 2
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in pids)
+    assert_all_exit(pids, within_s=10)
 
 
 def test_big_batches_go_one_at_a_time_and_keep_their_order() -> None:
