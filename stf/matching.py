@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Final
 
 from stf.book import Order
-from stf.config import PPM
+from stf.config import PPM, MarketSpec
 from stf.events import (
     CANCEL_IOC_REMAINDER,
     CANCEL_REDUCE_ONLY,
@@ -133,40 +133,37 @@ def validate_order(
     tif = resolve_tif(kind, tif)
     if price == 0:
         raise Rejected(Code.ZERO_PRICE, "price must be positive (market orders need a protective price)")
-    pd, sd = spec.price_decimals, spec.size_decimals
     if price > MAX_PRICE:
         raise Rejected(
             Code.PRICE_NOT_ON_TICK,
-            f"price {decimal_text(price, pd)} exceeds the maximum {decimal_text(MAX_PRICE, pd)}",
+            f"price {_price(price, spec)} exceeds the maximum {_price(MAX_PRICE, spec)}",
         )
     if price % spec.tick_size:
         raise Rejected(
             Code.PRICE_NOT_ON_TICK,
-            f"price {decimal_text(price, pd)} is not a multiple of the tick "
-            f"{decimal_text(spec.tick_size, pd)}",
+            f"price {_price(price, spec)} is not a multiple of the tick {_price(spec.tick_size, spec)}",
         )
     if size > MAX_SIZE:
         raise Rejected(
             Code.SIZE_TOO_LARGE,
-            f"size {decimal_text(size, sd)} exceeds the maximum {decimal_text(MAX_SIZE, sd)}",
+            f"size {_size(size, spec)} exceeds the maximum {_size(MAX_SIZE, spec)}",
         )
     if size == 0 or size % spec.lot_size:
         raise Rejected(
             Code.SIZE_NOT_ON_LOT,
-            f"size {decimal_text(size, sd)} is not a positive multiple of the lot "
-            f"{decimal_text(spec.lot_size, sd)}",
+            f"size {_size(size, spec)} is not a positive multiple of the lot {_size(spec.lot_size, spec)}",
         )
     if size < spec.min_size:
         raise Rejected(
             Code.SIZE_BELOW_MIN,
-            f"size {decimal_text(size, sd)} is below the minimum {decimal_text(spec.min_size, sd)}",
+            f"size {_size(size, spec)} is below the minimum {_size(spec.min_size, spec)}",
         )
     low, high = compute_band(market.oracle_price, spec.price_band_ppm)
     if price < low or price > high:
         raise Rejected(
             Code.PRICE_OUT_OF_BAND,
-            f"price {decimal_text(price, pd)} is outside the band [{decimal_text(low, pd)}, "
-            f"{decimal_text(high, pd)}] around the oracle price {decimal_text(market.oracle_price, pd)}",
+            f"price {_price(price, spec)} is outside the band [{_price(low, spec)}, "
+            f"{_price(high, spec)}] around the oracle price {_price(market.oracle_price, spec)}",
         )
     is_buy = side == SIDE_BUY
     validate_account_limits(state, account, tif, cloid)
@@ -175,8 +172,7 @@ def validate_order(
         if opposite and (price >= opposite if is_buy else price <= opposite):
             raise Rejected(
                 Code.POST_ONLY_WOULD_TAKE,
-                f"post-only order at {decimal_text(price, spec.price_decimals)} would take at "
-                f"{decimal_text(opposite, spec.price_decimals)}",
+                f"post-only order at {_price(price, spec)} would take at {_price(opposite, spec)}",
             )
     if reduce_only:
         held = signed_position(account, spec.market_id) if account is not None else 0
@@ -189,6 +185,15 @@ def validate_order(
     ):
         raise Rejected(Code.INSUFFICIENT_MARGIN, "equity would fall below the initial margin requirement")
     return OrderRequest(market, is_buy, price, size, tif, reduce_only, cloid)
+
+
+def _price(value: int, spec: MarketSpec) -> str:
+    """A price in the market's decimals, for a rejection reason (computed only when rejecting)."""
+    return decimal_text(value, spec.price_decimals)
+
+
+def _size(value: int, spec: MarketSpec) -> str:
+    return decimal_text(value, spec.size_decimals)
 
 
 def validate_account_limits(state: State, account: Account | None, tif: int, cloid: str) -> None:
