@@ -13,7 +13,8 @@ Prints one JSON object per result on stdout (progress goes to stderr):
   - ``finalize``: ``Application.finalize_block``: the STF (txs already verified: no signature
     checks), results, app hash;
   - ``commit``: ``Application.commit``: the block store's write (fsync'd) and the block's record;
-  - ``update``: the mempool's eviction of the committed txs and its recheck;
+  - ``update``: the mempool's eviction of the committed txs and its recheck
+    (``node.mempool.update_after_commit``, as the node runs it);
   - ``gc``: the node's GC policy after the block (node/heap.py).
   In the same run it times ``node.verify.verify_batch`` (what a signature worker runs per tx,
   on the very same txs) and reports ``ratio_to_verify`` = total per tx / verification per tx:
@@ -50,7 +51,7 @@ from node.app import Application  # noqa: E402
 from node.blockstore import BlockStore  # noqa: E402
 from node.config import MempoolConfig  # noqa: E402
 from node.heap import HeapPolicy, HeapSettings  # noqa: E402
-from node.mempool import Mempool, check_tx_against_state, nonce_ceilings  # noqa: E402
+from node.mempool import Mempool, check_tx_against_state, update_after_commit  # noqa: E402
 from node.verify import Verified, verify_batch  # noqa: E402
 from sdk.keys import devnet_account_key, devnet_validator_key  # noqa: E402
 from stf.config import ChainConfig  # noqa: E402
@@ -122,11 +123,7 @@ def run_pipeline(
                 t = _clock(spent, "finalize", t)
                 committed = app.commit(finalized, b"")
                 t = _clock(spent, "commit", t)
-                hashes = list(committed.tx_hashes)
-                state = app.state
-                ceilings = nonce_ceilings(state, mempool.committed_senders(committed.block.txs, hashes))
-                floor = state.time_ms - state.config.nonce_window_past_ms
-                mempool.update(hashes, ceilings=ceilings, nonce_floor=floor)
+                update_after_commit(mempool, app.state, committed)  # what the node runs
                 t = _clock(spent, "update", t)
                 heap.after_block()
                 _clock(spent, "gc", t)

@@ -114,7 +114,7 @@ from node.blocks import decode_block, encode_block
 from node.blockstore import BlockStore
 from node.config import NodeConfig, NodeHome
 from node.interfaces import Network, Refusal
-from node.mempool import Admission, Mempool, check_tx_against_state, code_status, nonce_ceilings
+from node.mempool import Admission, Mempool, check_tx_against_state, code_status, update_after_commit
 from node.observability import (
     SPAN_BLOCK_APPLY,
     SPAN_BLOCK_COMMIT,
@@ -148,7 +148,6 @@ STALL_RESEND_MAX = 64
 VISIBLE_OUTPUTS = (Broadcast, Decide)
 CONSENSUS_BACKLOG_PER_PEER = 512  # a peer's messages waiting in the core's queue (honest: a few per round)
 PREVERIFY_WAIT_S = 1.0  # longest a decided block waits for its txs' verification in the workers
-INCREMENTAL_RECHECK_MIN = 1_000  # pending txs beyond the block's below which a full recheck is cheaper
 
 
 def _describe_message(inp: Input) -> str:
@@ -591,18 +590,7 @@ class Engine:
         return len(signers) == len(self.vset.validators)
 
     def _update_mempool(self, committed: block_pb2.CommittedBlock) -> None:
-        """Evict the committed txs and recheck the rest: everything when the pool is small (a
-        full recheck costs ~0.5 us per pending tx), else only the txs the block can have made
-        invalid (node.mempool: its senders' txs at or below their highest kept nonce, and
-        nonces fallen out of the window): ~1-2 us per block tx whatever the pool holds."""
-        hashes = list(committed.tx_hashes)
-        if len(self.mempool) <= len(hashes) + INCREMENTAL_RECHECK_MIN:
-            self.mempool.update(hashes)
-            return
-        state = self.app.state
-        ceilings = nonce_ceilings(state, self.mempool.committed_senders(committed.block.txs, hashes))
-        nonce_floor = state.time_ms - state.config.nonce_window_past_ms
-        self.mempool.update(hashes, ceilings=ceilings, nonce_floor=nonce_floor)
+        update_after_commit(self.mempool, self.app.state, committed)
 
     async def _notify_height(self) -> None:
         async with self.height_changed:

@@ -33,6 +33,7 @@ from consensus import (
     decode_message,
 )
 from node import engine as engine_module
+from node import mempool as mempool_module
 from node.blocks import encode_block, make_block
 from node.config import ConsensusTimeouts, MempoolConfig, NodeConfig, NodeHome
 from node.engine import Engine, wall_clock_ms
@@ -541,9 +542,9 @@ def test_one_peer_claiming_a_height_does_not_make_a_node_think_it_is_behind(tmp_
 def test_post_commit_recheck_is_incremental_on_a_large_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """_update_mempool's incremental path (block senders + nonce floor) evicts exactly what a full
+    """update_after_commit's incremental path (block senders + nonce floor) evicts exactly what a full
     recheck evicts: here a pending tx whose nonce a rival tx of the same sender consumed."""
-    monkeypatch.setattr(engine_module, "INCREMENTAL_RECHECK_MIN", -1)  # always incremental
+    monkeypatch.setattr(mempool_module, "INCREMENTAL_RECHECK_MIN", -1)  # always incremental
     chain = chain_config(1)
     engine = make_engine(tmp_path, chain, VALIDATORS[0])
     try:
